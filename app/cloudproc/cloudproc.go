@@ -1,0 +1,380 @@
+package cloudproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/splitpoint/splitpoint/emulate"
+	"github.com/splitpoint/splitpoint/mqttc"
+	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+// Reasons a stage message is rejected or shed. Each is counted and logged
+// with its topic and device.
+const (
+	RejectBadTopic        = "bad_topic"
+	RejectBadState        = "bad_state"
+	RejectWrongDevice     = "wrong_device"
+	RejectUnknownPipeline = "unknown_pipeline"
+	RejectUnknownStage    = "unknown_stage"
+	RejectTooLarge        = "too_large"
+	RejectStageError      = "stage_error"
+	ShedOverload          = "overload"
+	FailedPublish         = "publish_failed"
+)
+
+// Stats are cloudproc's counters.
+type Stats struct {
+	Received   int64
+	Results    int64
+	Duplicates int64
+	Rejected   map[string]int64
+}
+
+// String formats the counters on one line.
+func (s Stats) String() string {
+	var parts []string
+	for k, v := range s.Rejected {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(parts)
+	return fmt.Sprintf("received=%d results=%d duplicates=%d rejected=[%s]", s.Received, s.Results, s.Duplicates, strings.Join(parts, " "))
+}
+
+type job struct {
+	msg   paho.Message
+	env   *wire.Envelope
+	key   key
+	stage string
+}
+
+type proc struct {
+	cfg    Config
+	log    *slog.Logger
+	client paho.Client
+	queue  *fairQueue
+	seen   *seen
+
+	closing atomic.Bool
+	mu      sync.Mutex
+	stats   Stats
+	pipes   map[string]*tasks.Pipeline // name + "\x00" + options
+	// logged limits the log to one line per (reason, device).
+	logged map[string]bool
+}
+
+// Run connects, announces itself once its subscriptions are acknowledged,
+// and processes stage messages until ctx is done. It then finishes the
+// frames it has queued (at most 10 s), announces offline and returns its
+// counters.
+func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stats, error) {
+	if err := cfg.Validate(); err != nil {
+		return Stats{}, err
+	}
+	p := &proc{
+		cfg:    cfg,
+		log:    log.With("cloudproc", cfg.ID),
+		queue:  newFairQueue(cfg.Queue),
+		seen:   newSeen(cfg.Remember),
+		stats:  Stats{Rejected: map[string]int64{}},
+		pipes:  map[string]*tasks.Pipeline{},
+		logged: map[string]bool{},
+	}
+	subs := map[string]byte{}
+	for _, stage := range remoteStages() {
+		subs[wire.StageFilter(cfg.Group, stage)] = 1
+	}
+	announced := make(chan struct{})
+	var once sync.Once
+	var err error
+	p.client, err = mqttc.Connect(ctx, mqttc.Options{
+		Broker:        cfg.Broker,
+		ClientID:      "splitpoint-cloud-" + cfg.ID,
+		Username:      cfg.Username,
+		Password:      cfg.Password,
+		Clean:         true, // a dead cloudproc's queue must not hold frames: devices resend
+		ManualAck:     true,
+		Will:          &mqttc.Will{Topic: wire.CloudStatusTopic(cfg.ID), Payload: wire.Offline, Retain: true},
+		Subscriptions: subs,
+		Handler:       p.onMessage,
+		OnReady: func(c paho.Client) {
+			if err := mqttc.Publish(c, wire.CloudStatusTopic(cfg.ID), 1, true, wire.Online); err != nil {
+				p.log.Warn("could not announce online", "error", err)
+				return
+			}
+			once.Do(func() { close(announced) })
+		},
+		Log: p.log,
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	defer p.client.Disconnect(250)
+
+	work, stopWork := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.workers(); i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.worker(work) }()
+	}
+	select {
+	case <-announced:
+		fmt.Fprintf(out, "cloudproc %s online: group %s, %d workers, stages %v\n", cfg.ID, cfg.Group, cfg.workers(), remoteStages())
+	case <-ctx.Done():
+	}
+
+	var tick <-chan time.Time
+	if cfg.StatsInterval > 0 {
+		t := time.NewTicker(cfg.StatsInterval.D())
+		defer t.Stop()
+		tick = t.C
+	}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick:
+			p.log.Info("stats", "counters", p.snapshot().String())
+		}
+	}
+
+	// Stop taking work; what is unacknowledged is resent by its device.
+	p.closing.Store(true)
+	if err := mqttc.Publish(p.client, wire.CloudStatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
+		p.log.Warn("could not announce offline", "error", err)
+	}
+	drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p.queue.waitEmpty(drain)
+	cancel()
+	stopWork()
+	wg.Wait()
+	s := p.snapshot()
+	p.log.Info("cloudproc stopped", "counters", s.String())
+	return s, nil
+}
+
+// remoteStages lists every stage name, over all registered pipelines, that
+// can run in the cloud (all but each pipeline's first).
+func remoteStages() []string {
+	set := map[string]bool{}
+	for _, name := range tasks.Names() {
+		p, err := tasks.BuildEncoded(name, nil)
+		if err != nil {
+			continue
+		}
+		for _, s := range p.StageNames()[1:] {
+			set[s] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (p *proc) snapshot() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Rejected = make(map[string]int64, len(p.stats.Rejected))
+	for k, v := range p.stats.Rejected {
+		s.Rejected[k] = v
+	}
+	return s
+}
+
+// reject counts a message that yields no result and logs it once per
+// reason and device.
+func (p *proc) reject(reason, topic, device string, err error) {
+	p.mu.Lock()
+	p.stats.Rejected[reason]++
+	k := reason + "\x00" + device
+	first := !p.logged[k]
+	if first && len(p.logged) < 10000 {
+		p.logged[k] = true
+	}
+	p.mu.Unlock()
+	if first {
+		p.log.Warn("stage message rejected (further ones of this device and reason are only counted)",
+			"reason", reason, "topic", topic, "device", device, "error", err)
+	}
+}
+
+// onMessage runs on its own goroutine per message. It validates cheaply and
+// queues; every path acknowledges the message except a shutdown, which
+// leaves it to the device's resend.
+func (p *proc) onMessage(_ paho.Client, m paho.Message) {
+	if p.closing.Load() {
+		return
+	}
+	p.mu.Lock()
+	p.stats.Received++
+	p.mu.Unlock()
+	topic := m.Topic()
+	device, stage, err := wire.ParseDeviceTopic(topic)
+	if err != nil {
+		p.reject(RejectBadTopic, topic, "", err)
+		m.Ack()
+		return
+	}
+	env, err := wire.Decode(m.Payload(), p.cfg.MaxMessageBytes)
+	if err != nil {
+		reason := RejectBadState
+		if errors.Is(err, wire.ErrTooLarge) {
+			reason = RejectTooLarge
+		}
+		p.reject(reason, topic, device, err)
+		m.Ack()
+		return
+	}
+	if env.Device != device {
+		p.reject(RejectWrongDevice, topic, device, fmt.Errorf("state of device %q on this device's topic", env.Device))
+		m.Ack()
+		return
+	}
+	if env.Next != stage {
+		p.reject(RejectUnknownStage, topic, device, fmt.Errorf("state for stage %q on the topic of stage %q", env.Next, stage))
+		m.Ack()
+		return
+	}
+	if _, ok := tasks.Lookup(env.Pipeline); !ok {
+		p.reject(RejectUnknownPipeline, topic, device, fmt.Errorf("pipeline %q is not registered here", env.Pipeline))
+		m.Ack()
+		return
+	}
+	k := key{device: device, run: env.Run, seq: env.Seq}
+	if !p.seen.claim(k) {
+		p.mu.Lock()
+		p.stats.Duplicates++
+		p.mu.Unlock()
+		m.Ack()
+		return
+	}
+	if !p.queue.push(device, &job{msg: m, env: env, key: k, stage: stage}) {
+		p.seen.unclaim(k)
+		p.reject(ShedOverload, topic, device, fmt.Errorf("device's queue of %d frames is full", p.cfg.Queue))
+		m.Ack()
+	}
+}
+
+func (p *proc) pipeline(name string, opts []byte) (*tasks.Pipeline, error) {
+	k := name + "\x00" + string(opts)
+	p.mu.Lock()
+	pl, ok := p.pipes[k]
+	p.mu.Unlock()
+	if ok {
+		return pl, nil
+	}
+	pl, err := tasks.BuildEncoded(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if len(p.pipes) >= 64 {
+		clear(p.pipes)
+	}
+	p.pipes[k] = pl
+	p.mu.Unlock()
+	return pl, nil
+}
+
+func (p *proc) worker(ctx context.Context) {
+	for {
+		j, ok := p.queue.pop(ctx)
+		if !ok {
+			return
+		}
+		p.handle(j)
+		p.queue.finish()
+	}
+}
+
+// handle runs the remaining stages of one frame and publishes its result;
+// the stage message is acknowledged only after that.
+func (p *proc) handle(j *job) {
+	env, topic := j.env, j.msg.Topic()
+	pl, err := p.pipeline(env.Pipeline, env.Opts)
+	if err != nil {
+		p.reject(RejectBadState, topic, env.Device, err)
+		j.msg.Ack()
+		return
+	}
+	from := pl.Index(j.stage)
+	sink := pl.Len() - 1
+	switch {
+	case from < 1:
+		err = fmt.Errorf("stage %q does not run in the cloud in pipeline %s", j.stage, pl.Name())
+	case env.FilteredAt != "" && from != sink:
+		err = fmt.Errorf("filtered state sent to stage %q instead of the sink", j.stage)
+	case env.Split < 1 || env.Split > pl.MaxSplit():
+		err = fmt.Errorf("split %d out of range 1..%d", env.Split, pl.MaxSplit())
+	}
+	if err != nil {
+		p.reject(RejectUnknownStage, topic, env.Device, err)
+		j.msg.Ack()
+		return
+	}
+	st := tasks.NewState(env.Device, env.Seq)
+	defer st.Close()
+	if err := tasks.DecodeFields(st, env.Fields); err != nil {
+		p.reject(RejectBadState, topic, env.Device, err)
+		j.msg.Ack()
+		return
+	}
+	wrap := func(_ string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
+		var out tasks.Outcome
+		var err error
+		emulate.Run(p.cfg.Emulate.Slowdown, func() { out, err = run() })
+		return out, err
+	}
+	ctx := context.Background()
+	filteredAt := env.FilteredAt
+	if filteredAt == "" {
+		filteredAt, err = pl.Run(ctx, st, from, sink, wrap)
+	}
+	if err == nil {
+		_, err = pl.Run(ctx, st, sink, sink+1, wrap)
+	}
+	if err != nil {
+		p.reject(RejectStageError, topic, env.Device, err)
+		j.msg.Ack()
+		return
+	}
+	head := wire.ResultHead{Device: env.Device, Run: env.Run, Seq: env.Seq, Split: env.Split, CaptureTS: time.Unix(0, env.CaptureTS)}
+	if filteredAt != "" {
+		head.FilteredAt = &filteredAt
+	}
+	res, err := wire.MarshalResult(head, st.Result())
+	if err != nil {
+		p.reject(RejectStageError, topic, env.Device, err)
+		j.msg.Ack()
+		return
+	}
+	if err := mqttc.Publish(p.client, wire.ResultTopic(env.Device), 1, false, res); err != nil {
+		// Not acknowledged: the device resends after its resend_after.
+		p.seen.unclaim(j.key)
+		p.reject(FailedPublish, topic, env.Device, err)
+		return
+	}
+	p.seen.done(j.key)
+	p.mu.Lock()
+	p.stats.Results++
+	p.mu.Unlock()
+	if img := st.Annotated(); img != nil {
+		p.client.Publish(wire.AnnotatedTopic(env.Device), 0, false, img)
+	}
+	j.msg.Ack()
+}

@@ -1,0 +1,100 @@
+// Package cloudproc runs a splitpoint cloud processor: it takes stage
+// messages from a shared subscription, runs the remaining stages and
+// publishes one result per frame.
+package cloudproc
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/mqttc"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+// Config is cloudproc's configuration (configs/cloud.toml).
+type Config struct {
+	ID       string `toml:"id"`
+	Broker   string `toml:"broker"`
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	// Group is the shared-subscription group; cloudprocs in one group
+	// share the work.
+	Group string `toml:"group"`
+	// Workers process frames in parallel; 0 means one per CPU.
+	Workers int `toml:"workers"`
+	// Queue bounds the frames waiting per device; more is shed (and
+	// recovered by the device's resend).
+	Queue int `toml:"queue"`
+	// Remember is how many answered frames are remembered to recognise a
+	// redelivery.
+	Remember        int             `toml:"remember"`
+	MaxMessageBytes int             `toml:"max_message_bytes"`
+	StatsInterval   config.Duration `toml:"stats_interval"`
+	LogLevel        string          `toml:"log_level"`
+	Emulate         struct {
+		// Slowdown emulates a slower cloud, as on the device.
+		Slowdown float64 `toml:"slowdown"`
+	} `toml:"emulate"`
+}
+
+// DefaultConfig returns the defaults, equal to configs/cloud.toml.
+func DefaultConfig() Config {
+	c := Config{
+		ID:              "cloud1",
+		Broker:          "tcp://127.0.0.1:1883",
+		Group:           wire.DefaultShareGroup,
+		Queue:           64,
+		Remember:        65536,
+		MaxMessageBytes: wire.DefaultMaxMessageBytes,
+		StatsInterval:   config.Duration(60 * time.Second),
+		LogLevel:        "info",
+	}
+	c.Emulate.Slowdown = 1
+	return c
+}
+
+func (c *Config) workers() int {
+	if c.Workers > 0 {
+		return c.Workers
+	}
+	return runtime.NumCPU()
+}
+
+// Validate checks every field.
+func (c *Config) Validate() error {
+	if err := wire.ValidateName(c.ID); err != nil {
+		return config.Errorf("id", "%v", err)
+	}
+	if err := mqttc.ValidateBroker(c.Broker); err != nil {
+		return config.Errorf("broker", "%v", err)
+	}
+	if err := wire.ValidateName(c.Group); err != nil {
+		return config.Errorf("group", "%v", err)
+	}
+	switch {
+	case c.Workers < 0 || c.Workers > 256:
+		return config.Errorf("workers", "must be 0 (one per CPU) to 256 (got %d)", c.Workers)
+	case c.Queue < 1 || c.Queue > 65536:
+		return config.Errorf("queue", "must be 1..65536 (got %d)", c.Queue)
+	case c.Remember < 16 || c.Remember > 1<<24:
+		return config.Errorf("remember", "must be 16..16777216 (got %d)", c.Remember)
+	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
+		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
+	case c.StatsInterval < 0:
+		return config.Errorf("stats_interval", "must not be negative")
+	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
+		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
+	}
+	if _, err := config.ParseLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
+	}
+	return nil
+}
+
+// LoadConfig loads a cloudproc config file over the defaults.
+func LoadConfig(path string) (Config, *config.File, error) {
+	cfg := DefaultConfig()
+	f, err := config.Load(path, &cfg)
+	return cfg, f, err
+}

@@ -1,0 +1,156 @@
+// Package device runs a splitpoint device: it captures frames, runs the
+// first k stages of the pipeline, publishes the state for the rest, and
+// accounts for every frame it captured.
+package device
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/mqttc"
+	"github.com/splitpoint/splitpoint/source"
+	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+// Flow-control policies for a full window or an absent cloud.
+const (
+	PolicyBlock      = "block"
+	PolicyDropOldest = "drop-oldest"
+)
+
+// Emulate configures the slower-device emulation.
+type Emulate struct {
+	// Slowdown makes each local stage take Slowdown times its CPU time by
+	// busy-spinning; 1 is this machine's own speed.
+	Slowdown float64 `toml:"slowdown"`
+}
+
+// Config is the device's configuration (configs/pi.toml).
+type Config struct {
+	ID              string          `toml:"id"`
+	Broker          string          `toml:"broker"`
+	Username        string          `toml:"username"`
+	Password        string          `toml:"password"`
+	Pipeline        string          `toml:"pipeline"`
+	Source          string          `toml:"source"`
+	Split           int             `toml:"split"`
+	Frames          int             `toml:"frames"`
+	Window          int             `toml:"window"`
+	Policy          string          `toml:"policy"`
+	MaxMessageBytes int             `toml:"max_message_bytes"`
+	MatCodec        string          `toml:"mat_codec"`
+	JPEGQuality     int             `toml:"jpeg_quality"`
+	ResendAfter     config.Duration `toml:"resend_after"`
+	DrainTimeout    config.Duration `toml:"drain_timeout"`
+	StatusInterval  config.Duration `toml:"status_interval"`
+	LogLevel        string          `toml:"log_level"`
+	Emulate         Emulate         `toml:"emulate"`
+
+	// Options are the pipeline's options, from the table named after the
+	// pipeline ([balltrack]). Nil means the pipeline's defaults.
+	Options tasks.Options `toml:"-"`
+}
+
+// DefaultConfig returns the defaults, equal to configs/pi.toml.
+func DefaultConfig() Config {
+	return Config{
+		ID:              "pi1",
+		Broker:          "tcp://127.0.0.1:1883",
+		Pipeline:        "balltrack",
+		Source:          "synthetic:?fps=30",
+		Split:           3,
+		Window:          8,
+		Policy:          PolicyBlock,
+		MaxMessageBytes: wire.DefaultMaxMessageBytes,
+		MatCodec:        "raw",
+		JPEGQuality:     90,
+		ResendAfter:     config.Duration(15 * time.Second),
+		DrainTimeout:    config.Duration(30 * time.Second),
+		StatusInterval:  config.Duration(2 * time.Second),
+		LogLevel:        "info",
+		Emulate:         Emulate{Slowdown: 1},
+	}
+}
+
+// Validate checks every field; the pipeline must be registered.
+func (c *Config) Validate() error {
+	if err := wire.ValidateName(c.ID); err != nil {
+		return config.Errorf("id", "%v", err)
+	}
+	if err := mqttc.ValidateBroker(c.Broker); err != nil {
+		return config.Errorf("broker", "%v", err)
+	}
+	spec, ok := tasks.Lookup(c.Pipeline)
+	if !ok {
+		return config.Errorf("pipeline", "unknown pipeline %q (registered: %v)", c.Pipeline, tasks.Names())
+	}
+	if c.Options == nil {
+		c.Options = spec.NewOptions()
+	}
+	if err := c.Options.Validate(); err != nil {
+		return config.Errorf(c.Pipeline, "%v", err)
+	}
+	p, err := tasks.Build(c.Pipeline, c.Options)
+	if err != nil {
+		return config.Errorf("pipeline", "%v", err)
+	}
+	if err := p.CheckSplit(c.Split); err != nil {
+		return config.Errorf("split", "must be 1..%d for pipeline %s (got %d)", p.MaxSplit(), c.Pipeline, c.Split)
+	}
+	if err := source.ValidateURI(c.Source); err != nil {
+		return config.Errorf("source", "%v", err)
+	}
+	switch {
+	case c.Frames < 0:
+		return config.Errorf("frames", "must be ≥ 0 (0 runs until stopped), got %d", c.Frames)
+	case c.Window < 1 || c.Window > 1024:
+		return config.Errorf("window", "must be 1..1024 (got %d)", c.Window)
+	case c.Policy != PolicyBlock && c.Policy != PolicyDropOldest:
+		return config.Errorf("policy", "must be %q or %q (got %q)", PolicyBlock, PolicyDropOldest, c.Policy)
+	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
+		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
+	case c.JPEGQuality < 1 || c.JPEGQuality > 100:
+		return config.Errorf("jpeg_quality", "must be 1..100 (got %d)", c.JPEGQuality)
+	case c.ResendAfter.D() < 100*time.Millisecond:
+		return config.Errorf("resend_after", "must be at least 100ms (got %v)", c.ResendAfter.D())
+	case c.DrainTimeout.D() < 0:
+		return config.Errorf("drain_timeout", "must not be negative")
+	case c.StatusInterval.D() < 0:
+		return config.Errorf("status_interval", "must not be negative (0 disables the status line)")
+	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
+		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
+	}
+	if _, err := wire.ParseMatCodec(c.MatCodec); err != nil {
+		return config.Errorf("mat_codec", "%v", err)
+	}
+	if _, err := config.ParseLevel(c.LogLevel); err != nil {
+		return config.Errorf("log_level", "%v", err)
+	}
+	return nil
+}
+
+// LoadConfig loads a device config file over the defaults, including the
+// pipeline's options table. An empty path gives the defaults.
+func LoadConfig(path string) (Config, *config.File, error) {
+	cfg := DefaultConfig()
+	f, err := config.Load(path, &cfg, tasks.Names()...)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if spec, ok := tasks.Lookup(cfg.Pipeline); ok {
+		opts := spec.NewOptions()
+		if err := f.DecodeTable(cfg.Pipeline, opts); err != nil {
+			return cfg, nil, err
+		}
+		cfg.Options = opts
+	}
+	return cfg, f, nil
+}
+
+// String summarises the config for the start-up log line.
+func (c *Config) String() string {
+	return fmt.Sprintf("id=%s pipeline=%s split=%d source=%s window=%d policy=%s slowdown=%g",
+		c.ID, c.Pipeline, c.Split, c.Source, c.Window, c.Policy, c.Emulate.Slowdown)
+}

@@ -1,0 +1,56 @@
+package device
+
+import (
+	"context"
+	"math"
+	"sync"
+)
+
+// presence tracks which cloudprocs are online, from their retained status.
+type presence struct {
+	mu      sync.Mutex
+	online  map[string]bool
+	changed chan struct{}
+}
+
+func newPresence() *presence {
+	return &presence{online: map[string]bool{}, changed: make(chan struct{})}
+}
+
+func (p *presence) set(id string, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.online[id] = true
+	} else {
+		delete(p.online, id)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *presence) any() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.online) > 0
+}
+
+// wait returns once at least one cloudproc is online.
+func (p *presence) wait(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		n, ch := len(p.online), p.changed
+		p.mu.Unlock()
+		if n > 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func floatBits(f float64) uint64 { return math.Float64bits(f) }
+func floatFrom(b uint64) float64 { return math.Float64frombits(b) }

@@ -1,0 +1,124 @@
+package device
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Reasons a captured frame is dropped. Every drop is counted with one.
+const (
+	DropWindowFull    = "window_full"    // drop-oldest evicted it from a full window
+	DropNoCloud       = "no_cloud"       // drop-oldest and no cloudproc online
+	DropTooLarge      = "too_large"      // its state exceeds max_message_bytes
+	DropStageError    = "stage_error"    // a local stage failed
+	DropEncodeError   = "encode_error"   // its state could not be encoded
+	DropResultTimeout = "result_timeout" // no result before the drain timeout
+)
+
+// Summary is the device's account of a run: captured = results + dropped.
+type Summary struct {
+	Device        string
+	Run           string
+	Captured      int
+	FilteredLocal int
+	Sent          int
+	Resent        int
+	Results       int
+	Duplicates    int // results for a frame already answered or dropped
+	BadResults    int // malformed or foreign messages on the result topic
+	Dropped       map[string]int
+	LatencyP50    time.Duration
+	LatencyP99    time.Duration
+	Elapsed       time.Duration
+}
+
+// DroppedTotal sums the drops over every reason.
+func (s Summary) DroppedTotal() int {
+	n := 0
+	for _, v := range s.Dropped {
+		n += v
+	}
+	return n
+}
+
+// String is the one-line summary the device prints at exit.
+func (s Summary) String() string {
+	reasons := make([]string, 0, len(s.Dropped))
+	for k, v := range s.Dropped {
+		reasons = append(reasons, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(reasons)
+	fps := 0.0
+	if s.Elapsed > 0 {
+		fps = float64(s.Captured) / s.Elapsed.Seconds()
+	}
+	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s",
+		s.Device, s.Run, s.Captured, s.FilteredLocal, s.Sent, s.Resent, s.Results, s.DroppedTotal(), strings.Join(reasons, " "),
+		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond))
+}
+
+// maxLatencySamples bounds the latency record; older samples are overwritten.
+const maxLatencySamples = 1 << 16
+
+type stats struct {
+	mu      sync.Mutex
+	s       Summary
+	lat     []time.Duration
+	latNext int
+}
+
+func newStats(device, run string) *stats {
+	return &stats{s: Summary{Device: device, Run: run, Dropped: map[string]int{}}}
+}
+
+func (st *stats) add(f func(*Summary)) {
+	st.mu.Lock()
+	f(&st.s)
+	st.mu.Unlock()
+}
+
+func (st *stats) drop(reason string) { st.add(func(s *Summary) { s.Dropped[reason]++ }) }
+
+func (st *stats) result(latency time.Duration) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.s.Results++
+	if len(st.lat) < maxLatencySamples {
+		st.lat = append(st.lat, latency)
+	} else {
+		st.lat[st.latNext] = latency
+		st.latNext = (st.latNext + 1) % maxLatencySamples
+	}
+}
+
+func (st *stats) snapshot() Summary {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.s
+	s.Dropped = make(map[string]int, len(st.s.Dropped))
+	for k, v := range st.s.Dropped {
+		s.Dropped[k] = v
+	}
+	if n := len(st.lat); n > 0 {
+		sorted := append([]time.Duration(nil), st.lat...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+		s.LatencyP50 = sorted[percentileIndex(n, 0.50)]
+		s.LatencyP99 = sorted[percentileIndex(n, 0.99)]
+	}
+	return s
+}
+
+// percentileIndex is the nearest-rank index of quantile q among n samples.
+func percentileIndex(n int, q float64) int {
+	i := int(float64(n)*q+0.999999) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= n {
+		i = n - 1
+	}
+	return i
+}

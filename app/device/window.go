@@ -1,0 +1,157 @@
+package device
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// flight is a frame whose result has not come back yet.
+type flight struct {
+	seq      uint64
+	topic    string
+	payload  []byte
+	captured time.Time // monotonic: when the frame was captured
+	sent     time.Time // monotonic: last (re)publish
+	split    int
+}
+
+// window tracks the frames in flight, end to end: a slot is taken when a
+// frame is captured and given back when its result arrives or the frame is
+// dropped. Nothing else frees it, so a PUBACK proves nothing to it.
+type window struct {
+	mu      sync.Mutex
+	size    int
+	reserve int // slots taken but not yet registered
+	flights map[uint64]*flight
+	changed chan struct{} // closed and replaced on every release
+}
+
+func newWindow(size int) *window {
+	return &window{size: size, flights: map[uint64]*flight{}, changed: make(chan struct{})}
+}
+
+func (w *window) used() int { return w.reserve + len(w.flights) }
+
+func (w *window) signal() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// acquire waits for a free slot.
+func (w *window) acquire(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		if w.used() < w.size {
+			w.reserve++
+			w.mu.Unlock()
+			return nil
+		}
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// acquireEvicting takes a slot at once, evicting the oldest frame in flight
+// when the window is full. It returns the evicted frame, or nil.
+func (w *window) acquireEvicting() *flight {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var evicted *flight
+	if w.used() >= w.size && len(w.flights) > 0 {
+		for _, f := range w.flights {
+			if evicted == nil || f.seq < evicted.seq {
+				evicted = f
+			}
+		}
+		delete(w.flights, evicted.seq)
+	}
+	w.reserve++
+	return evicted
+}
+
+// release gives back a reserved slot that was never registered.
+func (w *window) release() {
+	w.mu.Lock()
+	w.reserve--
+	w.signal()
+	w.mu.Unlock()
+}
+
+// register turns a reserved slot into a frame in flight.
+func (w *window) register(f *flight) {
+	w.mu.Lock()
+	w.reserve--
+	w.flights[f.seq] = f
+	w.mu.Unlock()
+}
+
+// complete removes the frame whose result arrived; false when it is not in
+// flight (a duplicate, or a frame already dropped).
+func (w *window) complete(seq uint64) (*flight, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f, ok := w.flights[seq]
+	if ok {
+		delete(w.flights, seq)
+		w.signal()
+	}
+	return f, ok
+}
+
+// stale returns the frames last sent before cutoff and marks them sent now.
+func (w *window) stale(cutoff, now time.Time) []*flight {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*flight
+	for _, f := range w.flights {
+		if f.sent.Before(cutoff) {
+			f.sent = now
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// inFlight is the number of frames in flight.
+func (w *window) inFlight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.flights)
+}
+
+// waitEmpty waits until no frame is in flight or ctx ends.
+func (w *window) waitEmpty(ctx context.Context) bool {
+	for {
+		w.mu.Lock()
+		if w.used() == 0 {
+			w.mu.Unlock()
+			return true
+		}
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// abandon removes and returns every frame still in flight.
+func (w *window) abandon() []*flight {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]*flight, 0, len(w.flights))
+	for seq, f := range w.flights {
+		out = append(out, f)
+		delete(w.flights, seq)
+	}
+	w.signal()
+	return out
+}

@@ -1,0 +1,65 @@
+// Command device runs a splitpoint device: capture, the first k stages,
+// and the state for the rest published to the cloud.
+//
+//	device [-c configs/pi.toml] [--broker URL] [--id NAME] [--source URI] [--split K] [--frames N] [--slowdown F]
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/splitpoint/splitpoint/app/device"
+	"github.com/splitpoint/splitpoint/config"
+	_ "github.com/splitpoint/splitpoint/tasks/balltrack"
+)
+
+func main() {
+	cli := config.NewCLI("device", "device [-c configs/pi.toml] [--broker URL] [--id NAME] [--source URI] [--split K] [--frames N] [--slowdown F]")
+	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port)")
+	id := cli.Flags.String("id", "", "device `name` ([a-z0-9][a-z0-9_-]*)")
+	src := cli.Flags.String("source", "", "frame source `URI`: file path, file:PATH, camera:N, rtsp://…, http(s)://…, synthetic:?size=WxH&fps=F&seed=S&frames=N")
+	split := cli.Flags.Int("split", 0, "split point `K`: stages run on the device (1..stages-1)")
+	frames := cli.Flags.Int("frames", 0, "capture `N` frames, wait for every result, print a summary and exit")
+	slowdown := cli.Flags.Float64("slowdown", 1, "emulate a device `F` times slower (busy-spins (F-1)× each local stage's CPU time)")
+	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {
+		exit(err)
+	}
+	cfg, f, err := device.LoadConfig(cli.Config)
+	if err != nil {
+		exit(err)
+	}
+	cli.Override(f, map[string]config.Setter{
+		"broker":   {Field: "broker", Apply: func() { cfg.Broker = *broker }},
+		"id":       {Field: "id", Apply: func() { cfg.ID = *id }},
+		"source":   {Field: "source", Apply: func() { cfg.Source = *src }},
+		"split":    {Field: "split", Apply: func() { cfg.Split = *split }},
+		"frames":   {Field: "frames", Apply: func() { cfg.Frames = *frames }},
+		"slowdown": {Field: "emulate.slowdown", Apply: func() { cfg.Emulate.Slowdown = *slowdown }},
+	})
+	if err := cfg.Validate(); err != nil {
+		exit(f.Locate(err))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := config.NewLogger(os.Stderr, cfg.LogLevel, "device")
+	sum, err := device.Run(ctx, cfg, os.Stdout, log)
+	if sum.Run != "" {
+		fmt.Println(sum.String())
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "device:", err)
+		os.Exit(1)
+	}
+}
+
+func exit(err error) {
+	if errors.Is(err, config.ErrDone) {
+		os.Exit(0)
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(2)
+}

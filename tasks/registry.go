@@ -1,0 +1,120 @@
+package tasks
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+// Options is a pipeline's configuration: a pointer to a struct whose fields
+// carry toml tags (the device's config file) and cbor tags (the wire).
+type Options interface {
+	// Validate reports the first invalid option as "field: what is allowed".
+	Validate() error
+}
+
+// Spec describes a pipeline to the registry.
+type Spec struct {
+	// Name is what configs write in pipeline = "...".
+	Name string
+	// Summary is one line for --help and the README.
+	Summary string
+	// NewOptions returns fresh options filled with the documented defaults.
+	NewOptions func() Options
+	// Stages builds the stages from validated options.
+	Stages func(opts Options) ([]Stage, error)
+}
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]Spec{}
+)
+
+// Register adds a pipeline. It panics on an invalid or duplicate name, as
+// http.Handle does: registration happens in init functions.
+func Register(s Spec) {
+	if err := wire.ValidateName(s.Name); err != nil {
+		panic(fmt.Sprintf("tasks.Register: %v", err))
+	}
+	if s.NewOptions == nil || s.Stages == nil {
+		panic("tasks.Register: NewOptions and Stages are required")
+	}
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[s.Name]; dup {
+		panic("tasks.Register: pipeline registered twice: " + s.Name)
+	}
+	registry[s.Name] = s
+}
+
+// Lookup returns the registered pipeline spec.
+func Lookup(name string) (Spec, bool) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	s, ok := registry[name]
+	return s, ok
+}
+
+// Names lists the registered pipelines, sorted.
+func Names() []string {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for k := range registry {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var (
+	optEnc, _ = cbor.CoreDetEncOptions().EncMode()
+	optDec, _ = cbor.DecOptions{
+		MaxNestedLevels:   4,
+		MaxArrayElements:  256,
+		MaxMapPairs:       64,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+)
+
+// Build validates opts and builds the named pipeline.
+func Build(name string, opts Options) (*Pipeline, error) {
+	spec, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown pipeline %q (registered: %v)", name, Names())
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	enc, err := optEnc.Marshal(opts)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline %s: encode options: %w", name, err)
+	}
+	if len(enc) > wire.MaxOptsBytes {
+		return nil, fmt.Errorf("pipeline %s: options encode to %d bytes (max %d)", name, len(enc), wire.MaxOptsBytes)
+	}
+	stages, err := spec.Stages(opts)
+	if err != nil {
+		return nil, err
+	}
+	return NewPipeline(name, enc, stages...)
+}
+
+// BuildEncoded builds the named pipeline from options as a state carries
+// them. Absent options mean the defaults.
+func BuildEncoded(name string, enc []byte) (*Pipeline, error) {
+	spec, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("unknown pipeline %q (registered: %v)", name, Names())
+	}
+	opts := spec.NewOptions()
+	if len(enc) > 0 {
+		if err := optDec.Unmarshal(enc, opts); err != nil {
+			return nil, fmt.Errorf("pipeline %s: options: %w", name, err)
+		}
+	}
+	return Build(name, opts)
+}

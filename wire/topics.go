@@ -1,0 +1,85 @@
+package wire
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Root is the first level of every splitpoint topic.
+const Root = "offload"
+
+// cloudLevel is the second topic level under which cloudproc instances live.
+// It starts with an underscore, which no device name can.
+const cloudLevel = "_cloud"
+
+// DefaultShareGroup is the shared-subscription group cloudprocs join by default.
+const DefaultShareGroup = "cloudproc"
+
+// StageTopic is where a device publishes the state that stage consumes:
+// offload/<device>/<stage>.
+func StageTopic(device, stage string) string { return Root + "/" + device + "/" + stage }
+
+// ResultTopic carries one JSON result per frame: offload/<device>/result.
+func ResultTopic(device string) string { return Root + "/" + device + "/result" }
+
+// ResultFilter matches every device's result topic.
+const ResultFilter = Root + "/+/result"
+
+// StatusTopic carries the device's retained availability (online/offline).
+func StatusTopic(device string) string { return Root + "/" + device + "/status" }
+
+// AnnotatedTopic carries rate-limited JPEG frames with the pipeline's drawing.
+func AnnotatedTopic(device string) string { return Root + "/" + device + "/annotated" }
+
+// TelemetryTopic carries the device's periodic telemetry JSON.
+func TelemetryTopic(device string) string { return Root + "/" + device + "/telemetry" }
+
+// TelemetryFilter matches every device's telemetry topic.
+const TelemetryFilter = Root + "/+/telemetry"
+
+// CloudStatusTopic carries a cloudproc's retained availability:
+// offload/_cloud/<id>/status.
+func CloudStatusTopic(id string) string { return Root + "/" + cloudLevel + "/" + id + "/status" }
+
+// CloudStatusFilter matches every cloudproc's status topic.
+const CloudStatusFilter = Root + "/" + cloudLevel + "/+/status"
+
+// StageFilter matches the given stage's topic for every device. With a
+// non-empty group it is a shared subscription ($share/<group>/...), so that
+// each message goes to one member of the group.
+func StageFilter(group, stage string) string {
+	f := Root + "/+/" + stage
+	if group != "" {
+		f = "$share/" + group + "/" + f
+	}
+	return f
+}
+
+// Online and Offline are the payloads of the status topics.
+const (
+	Online  = "online"
+	Offline = "offline"
+)
+
+// ParseDeviceTopic splits offload/<device>/<leaf> into device and leaf. It
+// rejects other shapes and device levels that are not valid names, such as
+// the _cloud level.
+func ParseDeviceTopic(topic string) (device, leaf string, err error) {
+	parts := strings.Split(topic, "/")
+	if len(parts) != 3 || parts[0] != Root {
+		return "", "", fmt.Errorf("topic %q is not %s/<device>/<leaf>", topic, Root)
+	}
+	if err := ValidateName(parts[1]); err != nil {
+		return "", "", fmt.Errorf("topic %q: device: %w", topic, err)
+	}
+	return parts[1], parts[2], nil
+}
+
+// ParseCloudStatusTopic returns the cloudproc id of offload/_cloud/<id>/status.
+func ParseCloudStatusTopic(topic string) (string, error) {
+	parts := strings.Split(topic, "/")
+	if len(parts) != 4 || parts[0] != Root || parts[1] != cloudLevel || parts[3] != "status" {
+		return "", fmt.Errorf("topic %q is not %s", topic, CloudStatusFilter)
+	}
+	return parts[2], nil
+}
