@@ -1,6 +1,6 @@
 module github.com/splitpoint/splitpoint
 
-go 1.26.8
+go 1.24.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
@@ -8,7 +8,7 @@ require (
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	gocv.io/x/gocv v0.31.0
-	golang.org/x/sys v0.50.0
+	golang.org/x/sys v0.38.0
 )
 
 require (
