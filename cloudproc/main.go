@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,11 +21,11 @@ func main() {
 	id := cli.Flags.String("id", "", "cloudproc `name`")
 	slowdown := cli.Flags.Float64("slowdown", 1, "emulate a cloud `F` times slower")
 	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cfg, f, err := cloudproc.LoadConfig(cli.Config)
 	if err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cli.Override(f, map[string]config.Setter{
 		"broker":   {Field: "broker", Apply: func() { cfg.Broker = *broker }},
@@ -34,7 +33,7 @@ func main() {
 		"slowdown": {Field: "emulate.slowdown", Apply: func() { cfg.Emulate.Slowdown = *slowdown }},
 	})
 	if err := cfg.Validate(); err != nil {
-		exit(f.Locate(err))
+		config.Fail(f.Locate(err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -45,10 +44,3 @@ func main() {
 	}
 }
 
-func exit(err error) {
-	if errors.Is(err, config.ErrDone) {
-		os.Exit(0)
-	}
-	fmt.Fprintln(os.Stderr, err)
-	os.Exit(2)
-}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 )
 
@@ -86,4 +87,14 @@ func (c *CLI) Override(f *File, set map[string]Setter) {
 type Setter struct {
 	Field string
 	Apply func()
+}
+
+// Fail ends the process for a command-line or configuration error: exit 0
+// after ErrDone (--version, -h), else the one-line error on stderr and exit 2.
+func Fail(err error) {
+	if errors.Is(err, ErrDone) {
+		os.Exit(0)
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(2)
 }

@@ -9,6 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -106,7 +110,7 @@ func Load(path string, v any, open ...string) (*File, error) {
 		if len(k) > 0 && contains(open, k[0]) {
 			continue
 		}
-		return nil, &Error{File: path, Line: f.line(k.String()), Field: k.String(), Msg: "unknown field" + f.allowedHint(k)}
+		return nil, &Error{File: path, Line: f.line(k.String()), Field: k.String(), Msg: unknownMsg(v, k, open)}
 	}
 	return f, nil
 }
@@ -120,11 +124,52 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (f *File) allowedHint(k toml.Key) string {
-	if len(k) > 1 {
-		return fmt.Sprintf(" in [%s]", strings.Join(k[:len(k)-1], "."))
+// unknownMsg says that key k is unknown and lists the keys allowed where
+// it stands, from v's toml tags.
+func unknownMsg(v any, k toml.Key, extra []string) string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	return ""
+	where := ""
+	for _, part := range k[:len(k)-1] {
+		sf, ok := fieldByTag(t, part)
+		if !ok || sf.Type.Kind() != reflect.Struct {
+			return "unknown field"
+		}
+		t = sf.Type
+		where = " in [" + strings.Join(k[:len(k)-1], ".") + "]"
+	}
+	var allowed []string
+	for i := 0; i < t.NumField(); i++ {
+		if tag := tagName(t.Field(i)); tag != "" {
+			allowed = append(allowed, tag)
+		}
+	}
+	if where == "" {
+		for _, e := range extra {
+			allowed = append(allowed, "["+e+"]")
+		}
+	}
+	sort.Strings(allowed)
+	return fmt.Sprintf("unknown field%s (allowed: %s)", where, strings.Join(allowed, ", "))
+}
+
+func tagName(sf reflect.StructField) string {
+	tag, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
+	if tag == "-" || !sf.IsExported() {
+		return ""
+	}
+	return tag
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		if tagName(t.Field(i)) == name {
+			return t.Field(i), true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 func unwrapPathErr(err error) string {
@@ -135,17 +180,52 @@ func unwrapPathErr(err error) string {
 	return err.Error()
 }
 
+// typeErr matches BurntSushi/toml's type mismatch errors.
+var typeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+var typeNames = regexp.MustCompile(`TOML value has type (\w+); destination has type (\w+)`)
+
 func (f *File) decodeError(err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		field := pe.LastKey
 		msg := pe.Message
 		if msg == "" {
 			msg = pe.Error()
 		}
-		return &Error{File: f.Path, Line: pe.Position.Line, Field: field, Msg: oneLine(msg)}
+		return &Error{File: f.Path, Line: pe.Position.Line, Field: pe.LastKey, Msg: oneLine(msg)}
 	}
-	return &Error{File: f.Path, Msg: oneLine(err.Error())}
+	text := oneLine(err.Error())
+	if m := typeErr.FindStringSubmatch(text); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		msg := m[3]
+		if t := typeNames.FindStringSubmatch(msg); t != nil {
+			msg = fmt.Sprintf("must be %s (got %s)", article(tomlKind(t[2])), article(tomlKind(t[1])))
+		}
+		return &Error{File: f.Path, Line: line, Field: m[2], Msg: msg}
+	}
+	return &Error{File: f.Path, Msg: text}
+}
+
+func tomlKind(s string) string {
+	switch s {
+	case "int64", "integer", "int", "uint64", "uint":
+		return "integer"
+	case "float64", "float":
+		return "float"
+	case "bool", "boolean":
+		return "boolean"
+	case "struct", "map", "table":
+		return "table"
+	case "slice", "array":
+		return "array"
+	}
+	return s
+}
+
+func article(s string) string {
+	if s == "integer" || s == "array" {
+		return "an " + s
+	}
+	return "a " + s
 }
 
 // DecodeTable decodes the table named table into v strictly. A file without
@@ -160,11 +240,11 @@ func (f *File) DecodeTable(table string, v any) error {
 		return f.decodeError(err)
 	}
 	if err := md.PrimitiveDecode(tables[table], v); err != nil {
-		return &Error{File: f.Path, Line: f.line(table), Field: table, Msg: oneLine(err.Error())}
+		return f.decodeError(err)
 	}
 	for _, k := range md.Undecoded() {
 		if len(k) > 1 && k[0] == table {
-			return &Error{File: f.Path, Line: f.line(k.String()), Field: k.String(), Msg: "unknown field" + f.allowedHint(k)}
+			return &Error{File: f.Path, Line: f.line(k.String()), Field: k.String(), Msg: unknownMsg(v, k[1:], nil)}
 		}
 	}
 	return nil

@@ -26,11 +26,11 @@ func main() {
 	frames := cli.Flags.Int("frames", 0, "capture `N` frames, wait for every result, print a summary and exit")
 	slowdown := cli.Flags.Float64("slowdown", 1, "emulate a device `F` times slower (busy-spins (F-1)× each local stage's CPU time)")
 	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cfg, f, err := device.LoadConfig(cli.Config)
 	if err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cli.Override(f, map[string]config.Setter{
 		"broker":   {Field: "broker", Apply: func() { cfg.Broker = *broker }},
@@ -41,7 +41,7 @@ func main() {
 		"slowdown": {Field: "emulate.slowdown", Apply: func() { cfg.Emulate.Slowdown = *slowdown }},
 	})
 	if err := cfg.Validate(); err != nil {
-		exit(f.Locate(err))
+		config.Fail(f.Locate(err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -56,10 +56,3 @@ func main() {
 	}
 }
 
-func exit(err error) {
-	if errors.Is(err, config.ErrDone) {
-		os.Exit(0)
-	}
-	fmt.Fprintln(os.Stderr, err)
-	os.Exit(2)
-}

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,18 +18,18 @@ func main() {
 	cli := config.NewCLI("gateway", "gateway [-c configs/gateway.toml] [--listen 127.0.0.1:1883]")
 	listen := cli.Flags.String("listen", "", "broker `host:port`; port 0 picks a free port and prints it")
 	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cfg := gateway.DefaultConfig()
 	f, err := config.Load(cli.Config, &cfg)
 	if err != nil {
-		exit(err)
+		config.Fail(err)
 	}
 	cli.Override(f, map[string]config.Setter{
 		"listen": {Field: "listen", Apply: func() { cfg.Listen = *listen }},
 	})
 	if err := cfg.Validate(); err != nil {
-		exit(f.Locate(err))
+		config.Fail(f.Locate(err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -41,10 +40,3 @@ func main() {
 	}
 }
 
-func exit(err error) {
-	if errors.Is(err, config.ErrDone) {
-		os.Exit(0)
-	}
-	fmt.Fprintln(os.Stderr, err)
-	os.Exit(2)
-}

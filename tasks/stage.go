@@ -89,9 +89,7 @@ func NewPipeline(name string, opts []byte, stages ...Stage) (*Pipeline, error) {
 				}
 			}
 		}
-		for _, f := range sortedKeys(need) {
-			p.needs[i] = append(p.needs[i], f)
-		}
+		p.needs[i] = sortedKeys(need)
 	}
 	return p, nil
 }

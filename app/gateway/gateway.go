@@ -41,8 +41,12 @@ func DefaultConfig() Config {
 
 // Validate checks every field.
 func (c *Config) Validate() error {
-	if _, err := broker.IsLoopback(c.Listen); err != nil {
+	loop, err := broker.IsLoopback(c.Listen)
+	if err != nil {
 		return config.Errorf("listen", "%v (want host:port, e.g. 127.0.0.1:1883)", err)
+	}
+	if !loop && !c.AllowAnonymous {
+		return config.Errorf("listen", "%s is not a loopback address: anonymous access there needs allow_anonymous = true", c.Listen)
 	}
 	if c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20 {
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)

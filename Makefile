@@ -1,0 +1,61 @@
+# splitpoint — the two commands a new machine needs are `make demo` and
+# `make test`. Both install what is missing (Debian packages via apt-get,
+# staticcheck via the Go module proxy) before they start.
+
+GO          ?= go
+STATICCHECK_VERSION := v0.8.2
+TOOLS       := $(CURDIR)/.tools/bin
+DEBS        := pkg-config libopencv-dev mosquitto-clients
+DURATION    ?=
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build test demo bench deps tools vet staticcheck fuzz clean
+
+all: build
+
+# Install the Debian packages that are missing (OpenCV 4.6 headers for gocv,
+# mosquitto_sub/_pub for the end-to-end tests).
+deps:
+	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+tools: $(TOOLS)/staticcheck
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+build: deps
+	$(GO) build -o bin/ ./gateway ./device ./cloudproc
+
+vet: deps
+	$(GO) vet ./...
+	$(GO) vet -tags matprofile ./...
+
+staticcheck: deps tools
+	$(TOOLS)/staticcheck ./...
+
+# Unit, codec, fuzz-corpus and end-to-end tests, with the race detector and
+# gocv's Mat leak profile.
+test: deps tools vet staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) test -race -tags matprofile -timeout 30m ./...
+
+# gateway + cloudproc + one device (synthetic source, CPU emulated 4× slower).
+# Stops on Ctrl-C, or after DURATION seconds: make demo DURATION=30
+demo: build
+	DURATION=$(DURATION) ./scripts/demo.sh
+
+# Per-stage and codec benchmarks, then the pipeline at every split over
+# loopback (frames/s, p50/p99 capture→result latency).
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./tasks/... ./wire/...
+	$(GO) run ./bench
+
+fuzz: deps
+	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime 60s
+
+clean:
+	rm -rf bin .tools

@@ -1,0 +1,211 @@
+package tasks_test
+
+import (
+	"bytes"
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/splitpoint/splitpoint/internal/matcheck"
+	"github.com/splitpoint/splitpoint/source"
+	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/wire"
+	"gocv.io/x/gocv"
+)
+
+var ctx = context.Background()
+
+func build(t testing.TB, annotate bool) *tasks.Pipeline {
+	t.Helper()
+	o := balltrack.DefaultOptions()
+	o.Annotate = annotate
+	p, err := tasks.Build(balltrack.Name, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNeedsShipOnlyWhatLaterStagesRead(t *testing.T) {
+	p := build(t, false)
+	want := [][]string{
+		{"source"},
+		{"frame", "height", "width"},
+		{"height", "hsv", "width"},
+		{"height", "mask", "width"},
+		{"contours", "height", "width"},
+		{"center_x", "center_y", "height", "radius", "width", "x", "y"},
+		{"center_x", "center_y", "height", "radius", "width", "x", "y"},
+	}
+	for i := range want {
+		if got := p.Needs(i); !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("annotate off, into %s: %v, want %v", p.Stage(i).Name(), got, want[i])
+		}
+	}
+	pa := build(t, true)
+	for i := 1; i < pa.Len(); i++ {
+		if !contains(pa.Needs(i), "frame") {
+			t.Errorf("annotate on, into %s: frame not shipped: %v", pa.Stage(i).Name(), pa.Needs(i))
+		}
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type fake struct {
+	name          string
+	reads, writes []string
+}
+
+func (f fake) Name() string     { return f.name }
+func (f fake) Reads() []string  { return f.reads }
+func (f fake) Writes() []string { return f.writes }
+func (f fake) Process(context.Context, *tasks.State) (tasks.Outcome, error) {
+	return tasks.Continue, nil
+}
+
+func TestNewPipelineRejectsBadStages(t *testing.T) {
+	for _, tc := range []struct {
+		stages []tasks.Stage
+		want   string
+	}{
+		{[]tasks.Stage{fake{name: "a"}, fake{name: "b"}}, "at least 3"},
+		{[]tasks.Stage{fake{name: "a"}, fake{name: "a"}, fake{name: "c"}}, "twice"},
+		{[]tasks.Stage{fake{name: "a"}, fake{name: "b", reads: []string{"x"}}, fake{name: "c"}}, "no earlier stage writes"},
+		{[]tasks.Stage{fake{name: "a"}, fake{name: "result"}, fake{name: "c"}}, "reserved"},
+		{[]tasks.Stage{fake{name: "a"}, fake{name: "B"}, fake{name: "c"}}, "not allowed"},
+	} {
+		_, err := tasks.NewPipeline("p", nil, tc.stages...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error containing %q", err, tc.want)
+		}
+	}
+}
+
+// roundTrip runs stages 0..k-1 locally, ships the state through the wire
+// codec and runs the rest as the cloud does, returning the result.
+func roundTrip(t *testing.T, p *tasks.Pipeline, frame gocv.Mat, k int, enc tasks.MatEncoding) (string, int) {
+	t.Helper()
+	s := tasks.NewState("dev", 3)
+	s.SetMat(tasks.FieldSource, frame)
+	filtered, err := p.Run(ctx, s, 0, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := k
+	if filtered != "" {
+		next = p.Len() - 1
+	}
+	s.Keep(p.Needs(next))
+	fields, err := tasks.EncodeFields(s, p.Needs(next), enc)
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := wire.Encode(&wire.Envelope{Version: wire.Version, Pipeline: p.Name(), Opts: p.Options(), Device: "dev", Run: "r1", Seq: 3, Split: k,
+		Next: p.Stage(next).Name(), FilteredAt: filtered, Fields: fields})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := wire.Decode(b, wire.DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := tasks.BuildEncoded(env.Pipeline, env.Opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tasks.NewState("dev", 3)
+	defer r.Close()
+	if err := tasks.DecodeFields(r, env.Fields); err != nil {
+		t.Fatal(err)
+	}
+	from := q.Index(env.Next)
+	if env.FilteredAt == "" {
+		if _, err := q.Run(ctx, r, from, q.Len()-1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := q.Run(ctx, r, q.Len()-1, q.Len(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return string(r.Result()), len(b)
+}
+
+func TestCodecRoundTripAtEveryBoundary(t *testing.T) {
+	defer matcheck.Assert(t, matcheck.Open())
+	o := source.SyntheticOptions{Width: 640, Height: 480, Seed: 3}
+	src := source.NewSynthetic(o)
+	defer src.Close()
+	for _, annotate := range []bool{false, true} {
+		p := build(t, annotate)
+		for n := 0; n < 3; n++ {
+			frame, _ := src.Read(ctx)
+			var want string
+			for _, codec := range []wire.MatCodec{wire.CodecRaw, wire.CodecPNG} {
+				for k := 1; k <= p.MaxSplit(); k++ {
+					got, size := roundTrip(t, p, frame.Clone(), k, tasks.MatEncoding{Codec: codec})
+					if want == "" {
+						want = got
+					}
+					if got != want {
+						t.Errorf("annotate=%v %s split %d: result %s, want %s", annotate, codec, k, got, want)
+					}
+					if !annotate && k >= 5 && size > 1024 {
+						t.Errorf("split %d ships %d bytes; only numbers should cross", k, size)
+					}
+				}
+			}
+			// JPEG is lossy and opt-in: it must work, results may differ.
+			if got, _ := roundTrip(t, p, frame.Clone(), 1, tasks.MatEncoding{Codec: wire.CodecJPEG, JPEGQuality: 90}); !strings.Contains(got, `"width":500`) {
+				t.Errorf("jpeg round trip: %s", got)
+			}
+			frame.Close()
+		}
+	}
+}
+
+func TestDecodeFieldsRejectsLyingImageHeaders(t *testing.T) {
+	defer matcheck.Assert(t, matcheck.Open())
+	m := gocv.NewMatWithSize(10, 20, gocv.MatTypeCV8UC3)
+	s := tasks.NewState("d", 0)
+	s.SetMat("frame", m)
+	f, err := tasks.EncodeFields(s, []string{"frame"}, tasks.MatEncoding{Codec: wire.CodecPNG})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm := f["frame"]
+	fm.Mat.Rows = 11 // header disagrees with the PNG
+	r := tasks.NewState("d", 0)
+	defer r.Close()
+	if err := tasks.DecodeFields(r, f); err == nil || !strings.Contains(err.Error(), "header says") {
+		t.Errorf("got %v, want a size mismatch error", err)
+	}
+	fm.Mat.Rows = 10
+	fm.Mat.Data = bytes.Repeat([]byte{1}, 40)
+	if err := tasks.DecodeFields(r, f); err == nil {
+		t.Error("garbage PNG decoded")
+	}
+}
+
+func TestBuildEncodedRejectsUnknownOptions(t *testing.T) {
+	if _, err := tasks.BuildEncoded("nosuch", nil); err == nil {
+		t.Error("unknown pipeline built")
+	}
+	if _, err := tasks.BuildEncoded(balltrack.Name, []byte{0xa1, 0x18, 0x63, 0x01}); err == nil { // {99: 1}
+		t.Error("unknown option accepted")
+	}
+	if _, err := tasks.BuildEncoded(balltrack.Name, []byte{0xa1, 0x01, 0x00}); err == nil { // width 0
+		t.Error("invalid option accepted")
+	}
+}

@@ -1,0 +1,148 @@
+package wire_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"pi1", "a", "0", "pi-kitchen_2"} {
+		if err := wire.ValidateName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range append([]string{"", "Pi", "_cloud", "-a", "a/b", "a+", "a#", "a b", strings.Repeat("a", 65)}, wire.ReservedWords()...) {
+		if err := wire.ValidateName(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestTopics(t *testing.T) {
+	for got, want := range map[string]string{
+		wire.StageTopic("pi1", "hsv"):              "offload/pi1/hsv",
+		wire.ResultTopic("pi1"):                    "offload/pi1/result",
+		wire.StatusTopic("pi1"):                    "offload/pi1/status",
+		wire.AnnotatedTopic("pi1"):                 "offload/pi1/annotated",
+		wire.TelemetryTopic("pi1"):                 "offload/pi1/telemetry",
+		wire.CloudStatusTopic("c1"):                "offload/_cloud/c1/status",
+		wire.StageFilter("g", "mask"):              "$share/g/offload/+/mask",
+		wire.StageFilter("", "mask"):               "offload/+/mask",
+		wire.ResultFilter + wire.CloudStatusFilter: "offload/+/resultoffload/_cloud/+/status",
+	} {
+		if got != want {
+			t.Errorf("%q, want %q", got, want)
+		}
+	}
+	if d, l, err := wire.ParseDeviceTopic("offload/pi1/hsv"); err != nil || d != "pi1" || l != "hsv" {
+		t.Errorf("parse: %q %q %v", d, l, err)
+	}
+	for _, bad := range []string{"offload/_cloud/hsv", "offload/pi1", "offload/pi1/hsv/x", "other/pi1/hsv", "offload//hsv"} {
+		if _, _, err := wire.ParseDeviceTopic(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	if id, err := wire.ParseCloudStatusTopic("offload/_cloud/c1/status"); err != nil || id != "c1" {
+		t.Errorf("cloud status: %q %v", id, err)
+	}
+}
+
+func valid() *wire.Envelope {
+	return &wire.Envelope{
+		Version: wire.Version, Pipeline: "balltrack", Device: "pi1", Run: "abc", Seq: 7, Split: 3,
+		Next: "contours", CaptureTS: 1700000000000000000,
+		Timings: []wire.Timing{{Stage: "capture", Nanos: 1000, Where: wire.OnDevice}},
+		Fields: map[string]wire.Field{
+			"width": {Kind: wire.KindNumber, Num: 500},
+			"mask":  {Kind: wire.KindMat, Mat: &wire.Mat{Rows: 2, Cols: 3, Type: 0, Data: []byte{1, 2, 3, 4, 5, 6}}},
+			"pts":   {Kind: wire.KindPoints, Points: [][]int32{{1, 2, 3, 4}}},
+		},
+	}
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	b, err := wire.Encode(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := wire.Decode(b, len(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Seq != 7 || e.Fields["mask"].Mat.Data[5] != 6 || e.Fields["pts"].Points[0][3] != 4 || e.Timings[0].Stage != "capture" {
+		t.Errorf("decoded %+v", e)
+	}
+	if _, err := wire.Decode(b, len(b)-1); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("size bound: %v", err)
+	}
+}
+
+func TestEnvelopeValidation(t *testing.T) {
+	for name, mutate := range map[string]func(*wire.Envelope){
+		"version":      func(e *wire.Envelope) { e.Version = 2 },
+		"device":       func(e *wire.Envelope) { e.Device = "_cloud" },
+		"reserved":     func(e *wire.Envelope) { e.Next = "result" },
+		"run":          func(e *wire.Envelope) { e.Run = "" },
+		"split":        func(e *wire.Envelope) { e.Split = 0 },
+		"raw size":     func(e *wire.Envelope) { e.Fields["mask"].Mat.Rows = 3 },
+		"dims":         func(e *wire.Envelope) { e.Fields["mask"].Mat.Cols = 1 << 20 },
+		"type":         func(e *wire.Envelope) { e.Fields["mask"].Mat.Type = 7 },
+		"channels":     func(e *wire.Envelope) { e.Fields["mask"].Mat.Type = 40 },
+		"codec":        func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec = 9 },
+		"kind":         func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: 9} },
+		"odd points":   func(e *wire.Envelope) { e.Fields["pts"] = wire.Field{Kind: wire.KindPoints, Points: [][]int32{{1}}} },
+		"number+mat":   func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: wire.KindNumber, Mat: &wire.Mat{}} },
+		"field name":   func(e *wire.Envelope) { e.Fields["A"] = wire.Field{Kind: wire.KindNumber} },
+		"png no data":  func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec, e.Fields["mask"].Mat.Data = wire.CodecPNG, nil },
+		"png 16 bit":   func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec, e.Fields["mask"].Mat.Type = wire.CodecPNG, 2 },
+		"filtered_at":  func(e *wire.Envelope) { e.FilteredAt = "Bad" },
+		"too many tms": func(e *wire.Envelope) { e.Timings = make([]wire.Timing, 33) },
+	} {
+		e := valid()
+		mutate(e)
+		if _, err := wire.Encode(e); err == nil {
+			t.Errorf("%s: invalid envelope encoded", name)
+		}
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, []byte("hello"), {0xa1, 0x01}, {0xff}, {0x9f, 0xff}} {
+		if _, err := wire.Decode(b, 1<<20); err == nil {
+			t.Errorf("%x decoded", b)
+		}
+	}
+}
+
+func TestMarshalResult(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	f := "contours"
+	b, err := wire.MarshalResult(wire.ResultHead{Device: "pi1", Run: "r", Seq: 4, Split: 2, CaptureTS: ts, FilteredAt: &f},
+		json.RawMessage(`{"detected": false, "width":500}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"device":"pi1","run":"r","seq":4,"detected":false,"width":500,"filtered_at":"contours","split":2,"capture_ts":"2026-01-02T03:04:05.000006Z"}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+	h, err := wire.ParseResultHead(b)
+	if err != nil || h.Seq != 4 || *h.FilteredAt != "contours" || !h.CaptureTS.Equal(ts) {
+		t.Errorf("parse: %+v %v", h, err)
+	}
+	if _, err := wire.MarshalResult(wire.ResultHead{}, json.RawMessage(`{"seq":1}`)); err == nil {
+		t.Error("app may not override seq")
+	}
+	if _, err := wire.MarshalResult(wire.ResultHead{}, json.RawMessage(`[1]`)); err == nil {
+		t.Error("non-object accepted")
+	}
+	for _, bad := range []string{``, `{}`, `{"device":"a","run":"b","seq":-1,"split":1}`, `nonsense`} {
+		if _, err := wire.ParseResultHead([]byte(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
