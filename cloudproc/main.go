@@ -43,4 +43,3 @@ func main() {
 		os.Exit(1)
 	}
 }
-

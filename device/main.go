@@ -55,4 +55,3 @@ func main() {
 		os.Exit(1)
 	}
 }
-

@@ -39,4 +39,3 @@ func main() {
 		os.Exit(1)
 	}
 }
-
