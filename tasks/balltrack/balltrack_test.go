@@ -277,8 +277,8 @@ func TestPipelineFindsSyntheticBall(t *testing.T) {
 				continue
 			}
 			tx, ty := (float64(truth.X)+0.5)*scale-0.5, (float64(truth.Y)+0.5)*scale-0.5
-			if d := math.Hypot(float64(*r.CenterX)-tx, float64(*r.CenterY)-ty); d > 2 {
-				t.Errorf("frame %d: centre (%d,%d), truth (%.1f,%.1f): %.2f px off", n, *r.CenterX, *r.CenterY, tx, ty, d)
+			if d := math.Hypot(*r.X-tx, *r.Y-ty); d > 2 {
+				t.Errorf("frame %d: centre (%.2f,%.2f), truth (%.1f,%.1f): %.2f px off", n, *r.X, *r.Y, tx, ty, d)
 			}
 		}
 	}
