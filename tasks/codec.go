@@ -11,7 +11,8 @@ import (
 	"gocv.io/x/gocv"
 )
 
-// MatEncoding chooses how matrices are encoded on the wire.
+// MatEncoding chooses how matrices are encoded on the wire. The zero value
+// is raw.
 type MatEncoding struct {
 	Codec       wire.MatCodec
 	JPEGQuality int // 1..100, for CodecJPEG
@@ -49,8 +50,15 @@ func encodeMat(m gocv.Mat, enc MatEncoding) (*wire.Mat, error) {
 	if m.Empty() {
 		return nil, fmt.Errorf("matrix is empty")
 	}
-	wm := &wire.Mat{Rows: m.Rows(), Cols: m.Cols(), Type: int(m.Type()), Codec: enc.Codec}
-	switch enc.Codec {
+	codec := enc.Codec
+	if codec == wire.CodecAuto {
+		codec = wire.CodecRaw
+		if m.Type() == gocv.MatTypeCV8UC1 {
+			codec = wire.CodecPNG
+		}
+	}
+	wm := &wire.Mat{Rows: m.Rows(), Cols: m.Cols(), Type: int(m.Type()), Codec: codec}
+	switch codec {
 	case wire.CodecRaw:
 		if !m.IsContinuous() {
 			c := m.Clone()
@@ -60,7 +68,7 @@ func encodeMat(m gocv.Mat, enc MatEncoding) (*wire.Mat, error) {
 		wm.Data = m.ToBytes()
 	case wire.CodecPNG, wire.CodecJPEG:
 		ext, params := gocv.PNGFileExt, []int{gocv.IMWritePngCompression, 1}
-		if enc.Codec == wire.CodecJPEG {
+		if codec == wire.CodecJPEG {
 			ext, params = gocv.JPEGFileExt, []int{gocv.IMWriteJpegQuality, enc.JPEGQuality}
 		}
 		buf, err := gocv.IMEncodeWithParams(ext, m, params)

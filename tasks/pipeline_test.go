@@ -151,7 +151,7 @@ func TestCodecRoundTripAtEveryBoundary(t *testing.T) {
 		for n := 0; n < 3; n++ {
 			frame, _ := src.Read(ctx)
 			var want string
-			for _, codec := range []wire.MatCodec{wire.CodecRaw, wire.CodecPNG} {
+			for _, codec := range []wire.MatCodec{wire.CodecRaw, wire.CodecPNG, wire.CodecAuto} {
 				for k := 1; k <= p.MaxSplit(); k++ {
 					got, size := roundTrip(t, p, frame.Clone(), k, tasks.MatEncoding{Codec: codec})
 					if want == "" {

@@ -60,13 +60,22 @@ func (c MatCodec) String() string {
 		return "png"
 	case CodecJPEG:
 		return "jpeg"
+	case CodecAuto:
+		return "auto"
 	}
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
 
-// ParseMatCodec parses "raw", "png" or "jpeg".
+// CodecAuto is a configuration choice, never on the wire: PNG for
+// single-channel 8-bit matrices (masks compress to a few hundred bytes),
+// raw for the rest. Both are lossless.
+const CodecAuto MatCodec = 255
+
+// ParseMatCodec parses "auto", "raw", "png" or "jpeg".
 func ParseMatCodec(s string) (MatCodec, error) {
 	switch s {
+	case "auto":
+		return CodecAuto, nil
 	case "raw":
 		return CodecRaw, nil
 	case "png":
@@ -74,7 +83,7 @@ func ParseMatCodec(s string) (MatCodec, error) {
 	case "jpeg":
 		return CodecJPEG, nil
 	}
-	return 0, fmt.Errorf("unknown matrix codec %q (allowed: raw, png, jpeg)", s)
+	return 0, fmt.Errorf("unknown matrix codec %q (allowed: auto, raw, png, jpeg)", s)
 }
 
 // Mat is a matrix on the wire: an OpenCV element type (depth and channels),

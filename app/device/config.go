@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 		Window:          8,
 		Policy:          PolicyBlock,
 		MaxMessageBytes: wire.DefaultMaxMessageBytes,
-		MatCodec:        "raw",
+		MatCodec:        "auto",
 		JPEGQuality:     90,
 		ResendAfter:     config.Duration(15 * time.Second),
 		DrainTimeout:    config.Duration(30 * time.Second),

@@ -305,7 +305,7 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
 	now := time.Now()
 	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(next).Name()), payload: payload, captured: captured, sent: now, split: k}
 	d.win.register(f)
-	d.stats.add(func(s *Summary) { s.Sent++ })
+	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(payload)) })
 	d.publish(f)
 }
 

@@ -25,6 +25,7 @@ type Summary struct {
 	Captured      int
 	FilteredLocal int
 	Sent          int
+	BytesSent     int64 // state bytes published, resends not included
 	Resent        int
 	Results       int
 	Duplicates    int // results for a frame already answered or dropped
@@ -55,9 +56,9 @@ func (s Summary) String() string {
 	if s.Elapsed > 0 {
 		fps = float64(s.Captured) / s.Elapsed.Seconds()
 	}
-	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s",
+	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s bytes_sent=%d",
 		s.Device, s.Run, s.Captured, s.FilteredLocal, s.Sent, s.Resent, s.Results, s.DroppedTotal(), strings.Join(reasons, " "),
-		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond))
+		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond), s.BytesSent)
 }
 
 // maxLatencySamples bounds the latency record; older samples are overwritten.
