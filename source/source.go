@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,9 @@ func Open(uri string) (Source, error) {
 		return openCapture(uri, vc, err)
 	default:
 		path := strings.TrimPrefix(uri, "file:")
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open source %q: %w", path, errors.Unwrap(err))
+		}
 		vc, err := gocv.VideoCaptureFile(path)
 		return openCapture(uri, vc, err)
 	}

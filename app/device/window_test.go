@@ -1,0 +1,82 @@
+package device
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestWindowBlocksUntilAResultFreesASlot(t *testing.T) {
+	w := newWindow(2)
+	ctx := context.Background()
+	for seq := uint64(0); seq < 2; seq++ {
+		if err := w.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.register(&flight{seq: seq})
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := w.acquire(short); err == nil {
+		t.Fatal("acquired a slot in a full window")
+	}
+	done := make(chan error)
+	go func() { done <- w.acquire(ctx) }()
+	if _, ok := w.complete(1); !ok {
+		t.Fatal("seq 1 not in flight")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.complete(1); ok {
+		t.Error("a second result completed seq 1 again")
+	}
+}
+
+func TestWindowEvictsOldest(t *testing.T) {
+	w := newWindow(3)
+	for _, seq := range []uint64{5, 3, 4} {
+		if ev := w.acquireEvicting(); ev != nil {
+			t.Fatalf("evicted %d from a window with room", ev.seq)
+		}
+		w.register(&flight{seq: seq})
+	}
+	ev := w.acquireEvicting()
+	if ev == nil || ev.seq != 3 {
+		t.Fatalf("evicted %+v, want seq 3", ev)
+	}
+	if _, ok := w.complete(3); ok {
+		t.Error("an evicted frame's late result completed it")
+	}
+	w.release()
+	if n := w.inFlight(); n != 2 {
+		t.Errorf("%d in flight, want 2", n)
+	}
+}
+
+func TestStaleReturnsOverdueFramesOnce(t *testing.T) {
+	w := newWindow(4)
+	now := time.Now()
+	for i, age := range []time.Duration{time.Second, 10 * time.Second, 20 * time.Second} {
+		_ = w.acquire(context.Background())
+		w.register(&flight{seq: uint64(i), sent: now.Add(-age)})
+	}
+	got := w.stale(now.Add(-5*time.Second), now)
+	if len(got) != 2 {
+		t.Fatalf("%d stale frames, want 2", len(got))
+	}
+	if again := w.stale(now.Add(-5*time.Second), now); len(again) != 0 {
+		t.Errorf("resent frames are stale again at once: %d", len(again))
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	st := newStats("d", "r")
+	for i := 1; i <= 100; i++ {
+		st.result(time.Duration(i) * time.Millisecond)
+	}
+	s := st.snapshot()
+	if s.LatencyP50 != 50*time.Millisecond || s.LatencyP99 != 99*time.Millisecond || s.Results != 100 {
+		t.Errorf("p50 %v p99 %v results %d", s.LatencyP50, s.LatencyP99, s.Results)
+	}
+}

@@ -1,0 +1,36 @@
+package emulate
+
+import (
+	"runtime"
+	"testing"
+	"time"
+)
+
+func work() {
+	x := 0
+	for i := 0; i < 2_000_000; i++ {
+		x += i ^ (x >> 3)
+	}
+	runtime.KeepAlive(x)
+}
+
+func TestRunSpinsOnTheThreadCPUClock(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before := ThreadCPU()
+	got := Run(3, work)
+	used := ThreadCPU() - before
+	if got <= 0 {
+		t.Fatalf("emulated time %v", got)
+	}
+	// The thread really used at least the emulated CPU time: a property of
+	// the clock, independent of this machine's speed.
+	if used < got {
+		t.Errorf("thread used %v CPU, less than the emulated %v", used, got)
+	}
+	plain := Run(1, work)
+	if plain <= 0 || plain > got {
+		t.Errorf("slowdown 1 took %v, slowdown 3 reported %v", plain, got)
+	}
+	_ = time.Second
+}
