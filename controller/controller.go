@@ -1,0 +1,360 @@
+// Package controller chooses a device's split point from telemetry. It is
+// pure logic: it is fed snapshots, one per control period, and returns
+// decisions with a human-readable reason; the gateway wires it to MQTT and
+// the simulator drives it on a virtual clock.
+//
+// The model: a device runs stages 1..k one after another, the uplink ships
+// the state at boundary k, and the cloud runs stages k+1..n on several
+// workers. These three work in a pipeline, so the throughput at split k is
+// bounded by the slowest of them. The controller picks the largest k (the
+// least cloud work) predicted to meet target × (1 + margin), offloads fast
+// when the target is missed, and takes work back only after a dwell, with
+// clear headroom, and on probation: a move back that fails its measurement
+// is undone and the next attempt waits longer.
+package controller
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Params tune the controller. Zero values take the documented defaults.
+type Params struct {
+	// Period is the control period (default 2 s). Decisions happen once per
+	// period; "sustained" and the dwell are counted in periods.
+	Period time.Duration
+	// Margin: a split qualifies when predicted fps ≥ target × (1 + Margin)
+	// (default 0.10).
+	Margin float64
+	// Headroom: moving work back needs predicted fps ≥ target × (1 +
+	// Headroom) at the larger split (default 0.20).
+	Headroom float64
+	// Dwell is how long the split must hold, meeting the target, before
+	// work is taken back (default 10 s).
+	Dwell time.Duration
+	// Shortfall is how many consecutive periods below target trigger an
+	// offload (default 2).
+	Shortfall int
+	// Verify is how many periods a move back is on probation (default 2).
+	Verify int
+	// TieCloud: splits whose cloud time is within this fraction of each
+	// other are a tie, resolved by fewer uplink bytes (default 0.05).
+	TieCloud float64
+}
+
+// Defaults returns p with zero fields set to the defaults.
+func (p Params) Defaults() Params {
+	if p.Period <= 0 {
+		p.Period = 2 * time.Second
+	}
+	if p.Margin <= 0 {
+		p.Margin = 0.10
+	}
+	if p.Headroom <= 0 {
+		p.Headroom = 0.20
+	}
+	if p.Dwell <= 0 {
+		p.Dwell = 10 * time.Second
+	}
+	if p.Shortfall <= 0 {
+		p.Shortfall = 2
+	}
+	if p.Verify <= 0 {
+		p.Verify = 2
+	}
+	if p.TieCloud <= 0 {
+		p.TieCloud = 0.05
+	}
+	return p
+}
+
+// Snapshot is what the controller knows at one control period.
+type Snapshot struct {
+	// Now is the time of the snapshot (any monotonic origin).
+	Now time.Duration
+	// Split is the split the device currently runs; Stages is n.
+	Split, Stages int
+	// Target is the wanted frames per second; MeasuredFPS what the device
+	// achieved over the last period (0 when unknown).
+	Target, MeasuredFPS float64
+	// SourceFPS bounds any split (a 30 fps camera); 0 means unbounded.
+	SourceFPS float64
+	// DeviceMS[i] is stage i's time on the device (ms per frame, with the
+	// emulated slowdown), for every stage. OverheadMS is the device's
+	// per-frame cost outside stages (encoding, publishing).
+	DeviceMS   []float64
+	OverheadMS float64
+	// CloudMS[i] is stage i's CPU time in the cloud (ms per frame);
+	// CloudWorkers how many frames the cloud processes at once.
+	CloudMS      []float64
+	CloudWorkers float64
+	// Bytes[k] is the size of the state shipped at split k (index 0 unused).
+	Bytes []float64
+	// UplinkBps is the uplink's capacity in bytes per second (0: unknown,
+	// taken as unbounded).
+	UplinkBps float64
+	// CloudOnline: at least one cloudproc is online.
+	CloudOnline bool
+}
+
+// Prediction is the model's estimate for one split.
+type Prediction struct {
+	Split                       int
+	FPS                         float64
+	DeviceMS, UplinkMS, CloudMS float64
+	Bytes                       float64
+	Bottleneck                  string
+}
+
+// Predict estimates the throughput of split k.
+func Predict(s Snapshot, k int) Prediction {
+	p := Prediction{Split: k}
+	p.DeviceMS = s.OverheadMS
+	for i := 0; i < k && i < len(s.DeviceMS); i++ {
+		p.DeviceMS += s.DeviceMS[i]
+	}
+	for i := k; i < len(s.CloudMS); i++ {
+		p.CloudMS += s.CloudMS[i]
+	}
+	if k < len(s.Bytes) {
+		p.Bytes = s.Bytes[k]
+	}
+	if s.UplinkBps > 0 {
+		p.UplinkMS = 1000 * p.Bytes / s.UplinkBps
+	}
+	workers := math.Max(s.CloudWorkers, 1)
+	limits := []struct {
+		name string
+		ms   float64
+	}{{"device", p.DeviceMS}, {"uplink", p.UplinkMS}, {"cloud", p.CloudMS / workers}}
+	worst := 0.0
+	for _, l := range limits {
+		if l.ms > worst {
+			worst, p.Bottleneck = l.ms, l.name
+		}
+	}
+	p.FPS = math.Inf(1)
+	if worst > 0 {
+		p.FPS = 1000 / worst
+	}
+	if s.SourceFPS > 0 && s.SourceFPS < p.FPS {
+		p.FPS, p.Bottleneck = s.SourceFPS, "source"
+	}
+	return p
+}
+
+// Decision is the controller's answer for one period.
+type Decision struct {
+	Split        int
+	PredictedFPS float64
+	Reason       string
+	// Changed: Split differs from the snapshot's split.
+	Changed bool
+}
+
+// Controller is the automatic split policy for one device. It is not safe
+// for concurrent use.
+type Controller struct {
+	p          Params
+	lastChange time.Duration
+	started    bool
+	shortfall  int
+	backoff    int // multiplies the dwell after failed probes
+	probe      *probe
+	lastTarget float64
+}
+
+type probe struct {
+	from, to int
+	left     int
+}
+
+// New returns a controller with the given parameters.
+func New(p Params) *Controller { return &Controller{p: p.Defaults(), backoff: 1} }
+
+// Params returns the parameters in force.
+func (c *Controller) Params() Params { return c.p }
+
+// Reset forgets the history, for example after a manual override ends.
+func (c *Controller) Reset() { *c = Controller{p: c.p, backoff: 1} }
+
+// Choose returns the split the model prefers for a target factor: the
+// largest split predicted to reach target × factor, preferring fewer uplink
+// bytes among splits whose cloud time is within TieCloud of each other; ok
+// is false when no split reaches it.
+func (c *Controller) Choose(s Snapshot, factor float64) (Prediction, bool) {
+	need := s.Target * factor
+	var best *Prediction
+	for k := s.Stages - 1; k >= 1; k-- {
+		p := Predict(s, k)
+		if p.FPS < need {
+			continue
+		}
+		if best == nil {
+			best = &p
+			continue
+		}
+		// best has the larger split (less cloud work); a smaller split
+		// ties when its cloud time is within TieCloud and ships less.
+		if p.CloudMS <= best.CloudMS*(1+c.p.TieCloud)+1e-9 && p.Bytes < best.Bytes {
+			best = &p
+		}
+	}
+	if best == nil {
+		return Prediction{}, false
+	}
+	return *best, true
+}
+
+// fastest returns the split with the best predicted throughput (the
+// largest split among equals).
+func fastest(s Snapshot) Prediction {
+	var best Prediction
+	for k := s.Stages - 1; k >= 1; k-- {
+		if p := Predict(s, k); p.FPS > best.FPS*(1+1e-9) {
+			best = p
+		}
+	}
+	return best
+}
+
+func (c *Controller) move(s Snapshot, to int, pred float64, reason string) Decision {
+	d := Decision{Split: to, PredictedFPS: pred, Reason: reason, Changed: to != s.Split}
+	if d.Changed {
+		c.lastChange = s.Now
+		c.shortfall = 0
+	}
+	return d
+}
+
+func (c *Controller) hold(s Snapshot, reason string) Decision {
+	return Decision{Split: s.Split, PredictedFPS: Predict(s, s.Split).FPS, Reason: reason}
+}
+
+// Step decides for one control period.
+func (c *Controller) Step(s Snapshot) Decision {
+	if !c.started {
+		c.started, c.lastChange = true, s.Now
+	}
+	if s.Target != c.lastTarget {
+		c.lastTarget, c.shortfall, c.probe = s.Target, 0, nil
+	}
+	if !s.CloudOnline {
+		c.shortfall, c.probe = 0, nil
+		return c.hold(s, fmt.Sprintf("holding split %d: no cloudproc is online", s.Split))
+	}
+	if s.Target <= 0 {
+		return c.hold(s, "holding: no target set")
+	}
+	meeting := s.MeasuredFPS >= s.Target
+	if meeting {
+		c.shortfall = 0
+	} else {
+		c.shortfall++
+	}
+
+	// A move back on probation: undo it as soon as a measurement fails,
+	// and wait longer before the next attempt.
+	if pr := c.probe; pr != nil && s.Split == pr.to {
+		if !meeting && s.MeasuredFPS > 0 {
+			c.probe = nil
+			c.backoff = min(c.backoff*2, 16)
+			return c.move(s, pr.from, Predict(s, pr.from).FPS, fmt.Sprintf(
+				"undoing the move back to split %d: measured %.1f fps < target %.1f; next attempt after %v",
+				pr.to, s.MeasuredFPS, s.Target, c.p.Dwell*time.Duration(c.backoff)))
+		}
+		if pr.left--; pr.left <= 0 {
+			c.probe, c.backoff = nil, 1
+		}
+		return c.hold(s, fmt.Sprintf("verifying split %d: measured %.1f fps ≥ target %.1f", s.Split, s.MeasuredFPS, s.Target))
+	}
+	c.probe = nil
+
+	if c.shortfall >= c.p.Shortfall {
+		if p, ok := c.Choose(s, 1+c.p.Margin); ok && p.Split < s.Split {
+			return c.move(s, p.Split, p.FPS, fmt.Sprintf(
+				"offloading to split %d: measured %.1f fps < target %.1f for %d periods; split %d is predicted at %.1f fps (bottleneck %s)",
+				p.Split, s.MeasuredFPS, s.Target, c.shortfall, p.Split, p.FPS, p.Bottleneck))
+		} else if !ok {
+			f := fastest(s)
+			if f.Split != s.Split && f.FPS > Predict(s, s.Split).FPS*(1+c.p.Margin) {
+				return c.move(s, f.Split, f.FPS, fmt.Sprintf(
+					"target %.1f fps is infeasible at every split; split %d has the best predicted throughput, %.1f fps (bottleneck %s)",
+					s.Target, f.Split, f.FPS, f.Bottleneck))
+			}
+			return c.hold(s, fmt.Sprintf("target %.1f fps is infeasible at every split; split %d has the best predicted throughput (%.1f fps, measured %.1f)",
+				s.Target, s.Split, Predict(s, s.Split).FPS, s.MeasuredFPS))
+		}
+		return c.hold(s, fmt.Sprintf("below target (%.1f < %.1f fps) but no smaller split is predicted to do better", s.MeasuredFPS, s.Target))
+	}
+	if !meeting {
+		if _, ok := c.Choose(s, 1+c.p.Margin); !ok {
+			return c.hold(s, fmt.Sprintf("target %.1f fps is infeasible at every split; measured %.1f fps at split %d", s.Target, s.MeasuredFPS, s.Split))
+		}
+		return c.hold(s, fmt.Sprintf("below target (%.1f < %.1f fps) for %d period(s); waiting for %d", s.MeasuredFPS, s.Target, c.shortfall, c.p.Shortfall))
+	}
+
+	dwell := c.p.Dwell * time.Duration(c.backoff)
+	if s.Now-c.lastChange >= dwell {
+		if p, ok := c.Choose(s, 1+c.p.Headroom); ok && p.Split > s.Split {
+			c.probe = &probe{from: s.Split, to: p.Split, left: c.p.Verify}
+			return c.move(s, p.Split, p.FPS, fmt.Sprintf(
+				"taking work back to split %d: target %.1f fps met for %v and split %d is predicted at %.1f fps (≥ %.0f%% headroom); on probation for %d periods",
+				p.Split, s.Target, (s.Now-c.lastChange).Round(time.Second), p.Split, p.FPS, 100*c.p.Headroom, c.p.Verify))
+		}
+	}
+	return c.hold(s, fmt.Sprintf("meeting target: %.1f fps ≥ %.1f at split %d", s.MeasuredFPS, s.Target, s.Split))
+}
+
+// Baseline is the original framework's policy, kept for comparison: every
+// 3 s, offload one more stage when below target; never move back.
+type Baseline struct {
+	last    time.Duration
+	started bool
+}
+
+// BaselinePeriod is the original framework's control period.
+const BaselinePeriod = 3 * time.Second
+
+// Step decides for one period of the baseline policy.
+func (b *Baseline) Step(s Snapshot) Decision {
+	if !b.started {
+		b.started, b.last = true, s.Now
+	}
+	if s.Now-b.last < BaselinePeriod {
+		return Decision{Split: s.Split, Reason: "baseline: waiting for its 3 s period"}
+	}
+	b.last = s.Now
+	if s.MeasuredFPS < s.Target && s.Split > 1 {
+		return Decision{Split: s.Split - 1, Changed: true, Reason: "baseline: below target, offloading one more stage"}
+	}
+	return Decision{Split: s.Split, Reason: "baseline: holding"}
+}
+
+// StageTimes merges live measurements with older ones: a stage with a live
+// measurement (not NaN) keeps it; the others take their older value (a
+// profile) scaled by how much slower or faster the live stages run now than
+// their older values say. It returns the merged times and that scale.
+func StageTimes(older, live []float64) ([]float64, float64) {
+	out := make([]float64, len(older))
+	var sumLive, sumOld float64
+	for i := range older {
+		if i < len(live) && !math.IsNaN(live[i]) {
+			sumLive += live[i]
+			sumOld += older[i]
+		}
+	}
+	scale := 1.0
+	if sumOld > 0 && sumLive > 0 {
+		scale = sumLive / sumOld
+	}
+	for i := range older {
+		if i < len(live) && !math.IsNaN(live[i]) {
+			out[i] = live[i]
+		} else {
+			out[i] = older[i] * scale
+		}
+	}
+	return out, scale
+}

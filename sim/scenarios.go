@@ -1,0 +1,184 @@
+package sim
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/splitpoint/splitpoint/controller"
+)
+
+// PhaseLen is each phase's length in periods: 100 periods of 2 s is 20
+// dwell times of 10 s.
+const PhaseLen = 100
+
+func base() World {
+	return World{Contention: 1, BandwidthBps: 40e6, RTT: 2 * time.Millisecond, CloudSlow: 1, CloudWorkers: 2, CloudOnline: true, SourceFPS: 30}
+}
+
+// Scenarios are the fixed scenarios the tests and the report use. The
+// target is 25 fps from a 30 fps source. A contended device (×2) meets it
+// only at split 1, shipping raw frames, so the bandwidth and cloud events
+// of the later scenarios make the middle phase infeasible at every split:
+// there the controller must settle on the fastest split and hold.
+func Scenarios() []Scenario {
+	p := Balltrack()
+	contended := base()
+	contended.Contention = 2
+	return []Scenario{
+		{
+			Name: "device CPU contention ×2 and back", Periods: 3 * PhaseLen, Target: 25, Initial: base(), Profile: p, Noise: 0.03, Seed: 1,
+			Events: []Event{
+				{At: PhaseLen, Name: "contention ×2", Apply: func(w *World) { w.Contention = 2 }},
+				{At: 2 * PhaseLen, Name: "contention gone", Recovery: true, Apply: func(w *World) { w.Contention = 1 }},
+			},
+		},
+		{
+			Name: "bandwidth drops to 1/5 and back (device contended ×2)", Periods: 3 * PhaseLen, Target: 25, Initial: contended, Profile: p, Noise: 0.03, Seed: 2,
+			Events: []Event{
+				{At: PhaseLen, Name: "bandwidth ÷5", Apply: func(w *World) { w.BandwidthBps /= 5 }},
+				{At: 2 * PhaseLen, Name: "bandwidth back", Recovery: true, Apply: func(w *World) { w.BandwidthBps *= 5 }},
+			},
+		},
+		{
+			Name: "cloud slows down ×60 and back (device contended ×2)", Periods: 3 * PhaseLen, Target: 25, Initial: contended, Profile: p, Noise: 0.03, Seed: 3,
+			Events: []Event{
+				{At: PhaseLen, Name: "cloud ×60 slower", Apply: func(w *World) { w.CloudSlow = 60 }},
+				{At: 2 * PhaseLen, Name: "cloud back", Recovery: true, Apply: func(w *World) { w.CloudSlow = 1 }},
+			},
+		},
+		{
+			Name: "no cloudproc for a while (device contended ×2)", Periods: 3 * PhaseLen, Target: 25, Initial: contended, Profile: p, Noise: 0.03, Seed: 4,
+			Events: []Event{
+				{At: PhaseLen, Name: "no cloudproc", Apply: func(w *World) { w.CloudOnline = false }},
+				{At: 2 * PhaseLen, Name: "cloudproc back", Recovery: true, Apply: func(w *World) { w.CloudOnline = true }},
+			},
+		},
+	}
+}
+
+// Result is one policy's run of one scenario.
+type Result struct {
+	Policy   string
+	Run      []Period
+	Phases   []PhaseStats
+	CloudRel float64 // cloud CPU per frame relative to the oracle
+}
+
+// Evaluate runs our controller, the baseline, the oracle and every static
+// split through a scenario.
+func Evaluate(sc Scenario, params controller.Params) []Result {
+	params = params.Defaults()
+	k0, _ := Oracle(sc.Profile, sc.Initial, sc.Target, params.Margin)
+	n := len(sc.Profile.DeviceMS)
+	type entry struct {
+		name  string
+		pol   Policy
+		start int
+	}
+	entries := []entry{
+		{"splitpoint", controller.New(params), n - 1},
+		{"baseline", &controller.Baseline{}, n - 1},
+		{"oracle", NewOracle(sc), k0},
+	}
+	for k := 1; k < n; k++ {
+		entries = append(entries, entry{fmt.Sprintf("static %d", k), Static{K: k}, k})
+	}
+	var out []Result
+	var oracleCloud float64
+	for _, e := range entries {
+		run := Run(sc, e.pol, params, e.start)
+		r := Result{Policy: e.name, Run: run, Phases: Analyse(sc, run)}
+		if e.name == "oracle" {
+			oracleCloud = CloudPerFrame(run)
+		}
+		out = append(out, r)
+	}
+	for i := range out {
+		if oracleCloud > 0 {
+			out[i].CloudRel = CloudPerFrame(out[i].Run) / oracleCloud
+		}
+	}
+	return out
+}
+
+// Summary condenses a result over a scenario's feasible phases.
+type Summary struct {
+	AtTarget float64 // over feasible phases, after settling (never settled: 0)
+	Settle   []int   // per event, periods; -1 never
+	Changes  int
+	CloudRel float64
+}
+
+// Summarise computes a result's summary.
+func Summarise(r Result) Summary {
+	s := Summary{CloudRel: r.CloudRel}
+	var at, total float64
+	for _, ph := range r.Phases {
+		s.Changes += ph.Changes
+		if ph.Event != nil {
+			s.Settle = append(s.Settle, ph.Settle)
+		}
+		if !ph.Feasible {
+			continue
+		}
+		n := float64(ph.End - ph.Start)
+		total += n
+		if ph.Settle >= 0 {
+			at += ph.AtTarget * (n - float64(ph.Settle))
+			total -= float64(ph.Settle)
+		}
+	}
+	if total > 0 {
+		s.AtTarget = at / total
+	}
+	return s
+}
+
+// Report prints a table per scenario.
+func Report(w io.Writer, params controller.Params) {
+	params = params.Defaults()
+	fmt.Fprintf(w, "control period %v, dwell %v, margin %.0f%%, headroom %.0f%%; %d periods per phase\n",
+		params.Period, params.Dwell, 100*params.Margin, 100*params.Headroom, PhaseLen)
+	for _, sc := range Scenarios() {
+		fmt.Fprintf(w, "\n%s (target %.0f fps)\n\n", sc.Name, sc.Target)
+		var events []string
+		for _, e := range sc.Events {
+			events = append(events, "settle: "+e.Name)
+		}
+		fmt.Fprintf(w, "| %-10s | %9s | %s | %7s | %14s |\n", "policy", "at target", strings.Join(pad(events), " | "), "changes", "cloud CPU/frame")
+		fmt.Fprintf(w, "|%s|\n", strings.Repeat("-", 60+20*len(events)))
+		for _, r := range Evaluate(sc, params) {
+			s := Summarise(r)
+			var settles []string
+			for i, v := range s.Settle {
+				switch {
+				case !r.Phases[i+1].Feasible:
+					settles = append(settles, fmt.Sprintf("(infeasible) %d ch", r.Phases[i+1].Changes))
+				case v < 0:
+					settles = append(settles, "never")
+				default:
+					settles = append(settles, fmt.Sprintf("%d", v))
+				}
+			}
+			fmt.Fprintf(w, "| %-10s | %8.1f%% | %s | %7d | %13.2f× |\n", r.Policy, 100*s.AtTarget, strings.Join(padTo(settles, events), " | "), s.Changes, s.CloudRel)
+		}
+	}
+}
+
+func pad(v []string) []string {
+	out := make([]string, len(v))
+	for i, s := range v {
+		out[i] = fmt.Sprintf("%-18s", s)
+	}
+	return out
+}
+
+func padTo(v, like []string) []string {
+	out := make([]string, len(v))
+	for i, s := range v {
+		out[i] = fmt.Sprintf("%*s", max(18, len([]rune(like[i]))), s)
+	}
+	return out
+}
