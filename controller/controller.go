@@ -41,6 +41,10 @@ type Params struct {
 	// TieCloud: splits whose cloud time is within this fraction of each
 	// other are a tie, resolved by fewer uplink bytes (default 0.05).
 	TieCloud float64
+	// Smoothing weighs the previous measured fps into the one the
+	// controller acts on (0: the last measurement alone; 0.5: half each).
+	// Range 0..0.9; it is reset when the split or target changes.
+	Smoothing float64
 }
 
 // Defaults returns p with zero fields set to the defaults.
@@ -163,6 +167,8 @@ type Controller struct {
 	backoff    int // multiplies the dwell after failed probes
 	probe      *probe
 	lastTarget float64
+	smoothed   float64
+	lastSplit  int
 }
 
 type probe struct {
@@ -240,6 +246,12 @@ func (c *Controller) Step(s Snapshot) Decision {
 	if s.Target != c.lastTarget {
 		c.lastTarget, c.shortfall, c.probe = s.Target, 0, nil
 	}
+	if s.Split != c.lastSplit || c.p.Smoothing <= 0 {
+		c.smoothed, c.lastSplit = s.MeasuredFPS, s.Split
+	} else {
+		c.smoothed = c.p.Smoothing*c.smoothed + (1-c.p.Smoothing)*s.MeasuredFPS
+	}
+	s.MeasuredFPS = c.smoothed
 	if !s.CloudOnline {
 		c.shortfall, c.probe = 0, nil
 		return c.hold(s, fmt.Sprintf("holding split %d: no cloudproc is online", s.Split))

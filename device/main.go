@@ -18,11 +18,12 @@ import (
 )
 
 func main() {
-	cli := config.NewCLI("device", "device [-c configs/pi.toml] [--broker URL] [--id NAME] [--source URI] [--split K] [--frames N] [--slowdown F]")
+	cli := config.NewCLI("device", "device [-c configs/pi.toml] [--broker URL] [--id NAME] [--source URI] [--split K] [--target-fps F] [--frames N] [--slowdown F]")
 	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port)")
 	id := cli.Flags.String("id", "", "device `name` ([a-z0-9][a-z0-9_-]*)")
 	src := cli.Flags.String("source", "", "frame source `URI`: file path, file:PATH, camera:N, rtsp://…, http(s)://…, synthetic:?size=WxH&fps=F&seed=S&frames=N")
-	split := cli.Flags.Int("split", 0, "split point `K`: stages run on the device (1..stages-1)")
+	split := cli.Flags.Int("split", 0, "manual split `K` from the first frame: stages run on the device (1..stages-1); without it the gateway decides (auto)")
+	target := cli.Flags.Float64("target-fps", 0, "target `F` frames per second, sent to the gateway at start-up")
 	frames := cli.Flags.Int("frames", 0, "capture `N` frames, wait for every result, print a summary and exit")
 	slowdown := cli.Flags.Float64("slowdown", 1, "emulate a device `F` times slower (busy-spins (F-1)× each local stage's CPU time)")
 	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {
@@ -33,12 +34,13 @@ func main() {
 		config.Fail(err)
 	}
 	cli.Override(f, map[string]config.Setter{
-		"broker":   {Field: "broker", Apply: func() { cfg.Broker = *broker }},
-		"id":       {Field: "id", Apply: func() { cfg.ID = *id }},
-		"source":   {Field: "source", Apply: func() { cfg.Source = *src }},
-		"split":    {Field: "split", Apply: func() { cfg.Split = *split }},
-		"frames":   {Field: "frames", Apply: func() { cfg.Frames = *frames }},
-		"slowdown": {Field: "emulate.slowdown", Apply: func() { cfg.Emulate.Slowdown = *slowdown }},
+		"broker":     {Field: "broker", Apply: func() { cfg.Broker = *broker }},
+		"id":         {Field: "id", Apply: func() { cfg.ID = *id }},
+		"source":     {Field: "source", Apply: func() { cfg.Source = *src }},
+		"split":      {Field: "split", Apply: func() { cfg.Split, cfg.Mode = *split, "manual" }},
+		"target-fps": {Field: "target_fps", Apply: func() { cfg.TargetFPS = *target }},
+		"frames":     {Field: "frames", Apply: func() { cfg.Frames = *frames }},
+		"slowdown":   {Field: "emulate.slowdown", Apply: func() { cfg.Emulate.Slowdown = *slowdown }},
 	})
 	if err := cfg.Validate(); err != nil {
 		config.Fail(f.Locate(err))

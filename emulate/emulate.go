@@ -22,18 +22,18 @@ func ThreadCPU() time.Duration {
 }
 
 // Run runs fn on a locked OS thread and, when slowdown > 1, spins until the
-// thread has used slowdown × fn's CPU time. It returns the emulated CPU time
-// (fn's CPU time × slowdown, or fn's CPU time when slowdown ≤ 1).
-func Run(slowdown float64, fn func()) time.Duration {
+// thread has used slowdown × fn's CPU time. It returns fn's own CPU time and
+// the emulated one (cpu × slowdown, or cpu when slowdown ≤ 1).
+func Run(slowdown float64, fn func()) (cpu, emulated time.Duration) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	start := ThreadCPU()
 	fn()
-	took := ThreadCPU() - start
+	cpu = ThreadCPU() - start
 	if slowdown <= 1 {
-		return took
+		return cpu, cpu
 	}
-	want := time.Duration(float64(took) * slowdown)
+	want := time.Duration(float64(cpu) * slowdown)
 	x := uint64(1)
 	for ThreadCPU()-start < want {
 		for i := 0; i < 2000; i++ { // burn a little CPU between clock reads
@@ -41,5 +41,5 @@ func Run(slowdown float64, fn func()) time.Duration {
 		}
 	}
 	runtime.KeepAlive(x)
-	return want
+	return cpu, want
 }

@@ -3,7 +3,6 @@ package emulate
 import (
 	"runtime"
 	"testing"
-	"time"
 )
 
 func work() {
@@ -18,7 +17,7 @@ func TestRunSpinsOnTheThreadCPUClock(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	before := ThreadCPU()
-	got := Run(3, work)
+	cpu, got := Run(3, work)
 	used := ThreadCPU() - before
 	if got <= 0 {
 		t.Fatalf("emulated time %v", got)
@@ -28,9 +27,11 @@ func TestRunSpinsOnTheThreadCPUClock(t *testing.T) {
 	if used < got {
 		t.Errorf("thread used %v CPU, less than the emulated %v", used, got)
 	}
-	plain := Run(1, work)
-	if plain <= 0 || plain > got {
-		t.Errorf("slowdown 1 took %v, slowdown 3 reported %v", plain, got)
+	if got != 3*cpu {
+		t.Errorf("emulated %v, want 3 × %v", got, cpu)
 	}
-	_ = time.Second
+	plainCPU, plain := Run(1, work)
+	if plain <= 0 || plain != plainCPU {
+		t.Errorf("slowdown 1: cpu %v emulated %v", plainCPU, plain)
+	}
 }

@@ -45,17 +45,17 @@ func Open(uri string) (Source, error) {
 			return nil, fmt.Errorf("source %q: camera index must be a number ≥ 0", uri)
 		}
 		vc, err := gocv.OpenVideoCaptureWithAPI(n, gocv.VideoCaptureV4L2)
-		return openCapture(uri, vc, err)
+		return openCapture(uri, vc, err, true)
 	case strings.HasPrefix(uri, "rtsp://"), strings.HasPrefix(uri, "http://"), strings.HasPrefix(uri, "https://"):
 		vc, err := gocv.OpenVideoCapture(uri)
-		return openCapture(uri, vc, err)
+		return openCapture(uri, vc, err, true)
 	default:
 		path := strings.TrimPrefix(uri, "file:")
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("open source %q: %w", path, errors.Unwrap(err))
 		}
 		vc, err := gocv.VideoCaptureFile(path)
-		return openCapture(uri, vc, err)
+		return openCapture(uri, vc, err, false)
 	}
 }
 
@@ -75,7 +75,7 @@ func ValidateURI(uri string) error {
 	return nil
 }
 
-func openCapture(uri string, vc *gocv.VideoCapture, err error) (Source, error) {
+func openCapture(uri string, vc *gocv.VideoCapture, err error, live bool) (Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open source %q: %w", redact(uri), err)
 	}
@@ -83,7 +83,13 @@ func openCapture(uri string, vc *gocv.VideoCapture, err error) (Source, error) {
 		vc.Close()
 		return nil, fmt.Errorf("open source %q: OpenCV cannot open it", redact(uri))
 	}
-	return &capture{vc: vc}, nil
+	c := &capture{vc: vc}
+	if live { // a file is read as fast as the device can: its nominal rate does not bound it
+		if fps := vc.Get(gocv.VideoCaptureFPS); fps > 0 && fps < 1000 {
+			c.fps = fps
+		}
+	}
+	return c, nil
 }
 
 // redact hides a password in a stream URL.
@@ -96,9 +102,14 @@ func redact(uri string) string {
 }
 
 type capture struct {
-	mu sync.Mutex
-	vc *gocv.VideoCapture
+	mu  sync.Mutex
+	vc  *gocv.VideoCapture
+	fps float64
 }
+
+// FPS is a live source's frame rate as OpenCV reports it (0: unknown or a
+// file).
+func (c *capture) FPS() float64 { return c.fps }
 
 func (c *capture) Read(ctx context.Context) (gocv.Mat, error) {
 	if err := ctx.Err(); err != nil {

@@ -139,6 +139,9 @@ func NewSynthetic(o SyntheticOptions) *Synthetic {
 	return &Synthetic{o: o, bg: bg}
 }
 
+// FPS is the rate the source is paced to (0: unpaced).
+func (s *Synthetic) FPS() float64 { return s.o.FPS }
+
 // Options returns the source's options (and so its ground truth).
 func (s *Synthetic) Options() SyntheticOptions { return s.o }
 

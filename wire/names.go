@@ -18,11 +18,12 @@ var reserved = map[string]bool{
 	"control":   true,
 	"state":     true,
 	"annotated": true,
+	"probe":     true,
 }
 
 // ReservedWords lists the topic words that no device or stage may be named.
 func ReservedWords() []string {
-	return []string{"result", "status", "telemetry", "control", "state", "annotated"}
+	return []string{"result", "status", "telemetry", "control", "state", "annotated", "probe"}
 }
 
 // ValidateName checks a device, cloudproc or stage name: it must match
@@ -39,7 +40,7 @@ func ValidateName(name string) error {
 		return fmt.Errorf("name %q is not allowed (allowed: [a-z0-9][a-z0-9_-]*)", name)
 	}
 	if reserved[name] {
-		return fmt.Errorf("name %q is a reserved topic word (reserved: result, status, telemetry, control, state, annotated)", name)
+		return fmt.Errorf("name %q is a reserved topic word (reserved: result, status, telemetry, control, state, annotated, probe)", name)
 	}
 	return nil
 }

@@ -37,6 +37,61 @@ func TelemetryTopic(device string) string { return Root + "/" + device + "/telem
 // TelemetryFilter matches every device's telemetry topic.
 const TelemetryFilter = Root + "/+/telemetry"
 
+// StateTopic carries the device's retained account of the decision it
+// applied: offload/<device>/state.
+func StateTopic(device string) string { return Root + "/" + device + "/state" }
+
+// ProbeTopic takes the device's uplink probes; nobody subscribes.
+func ProbeTopic(device string) string { return Root + "/" + device + "/probe" }
+
+// ControlSplitTopic carries the gateway's retained split decision:
+// offload/<device>/control/split.
+func ControlSplitTopic(device string) string { return Root + "/" + device + "/control/split" }
+
+// ControlSplitSetTopic takes split and mode commands (never retained).
+func ControlSplitSetTopic(device string) string { return ControlSplitTopic(device) + "/set" }
+
+// ControlTargetSetTopic takes target fps commands (never retained).
+func ControlTargetSetTopic(device string) string {
+	return Root + "/" + device + "/control/target_fps/set"
+}
+
+// ControlSlowdownSetTopic changes a device's emulated slowdown while it runs.
+func ControlSlowdownSetTopic(device string) string {
+	return Root + "/" + device + "/control/slowdown/set"
+}
+
+// ControlErrorTopic carries the gateway's answer to a refused command.
+func ControlErrorTopic(device string) string { return Root + "/" + device + "/control/error" }
+
+// Filters over every device, for the gateway.
+const (
+	StateFilter        = Root + "/+/state"
+	StatusFilter       = Root + "/+/status"
+	ControlSplitFilter = Root + "/+/control/split"
+	SplitSetFilter     = Root + "/+/control/split/set"
+	TargetSetFilter    = Root + "/+/control/target_fps/set"
+)
+
+// ParseControlTopic splits offload/<device>/control/<rest...> into the
+// device and the rest ("split", "split/set", "target_fps/set", …).
+func ParseControlTopic(topic string) (device, rest string, err error) {
+	parts := strings.SplitN(topic, "/", 4)
+	if len(parts) != 4 || parts[0] != Root || parts[2] != "control" {
+		return "", "", fmt.Errorf("topic %q is not %s/<device>/control/…", topic, Root)
+	}
+	if err := ValidateName(parts[1]); err != nil {
+		return "", "", fmt.Errorf("topic %q: device: %w", topic, err)
+	}
+	return parts[1], parts[3], nil
+}
+
+// CloudTelemetryTopic carries a cloudproc's telemetry.
+func CloudTelemetryTopic(id string) string { return Root + "/" + cloudLevel + "/" + id + "/telemetry" }
+
+// CloudTelemetryFilter matches every cloudproc's telemetry topic.
+const CloudTelemetryFilter = Root + "/" + cloudLevel + "/+/telemetry"
+
 // CloudStatusTopic carries a cloudproc's retained availability:
 // offload/_cloud/<id>/status.
 func CloudStatusTopic(id string) string { return Root + "/" + cloudLevel + "/" + id + "/status" }
@@ -76,10 +131,21 @@ func ParseDeviceTopic(topic string) (device, leaf string, err error) {
 }
 
 // ParseCloudStatusTopic returns the cloudproc id of offload/_cloud/<id>/status.
-func ParseCloudStatusTopic(topic string) (string, error) {
+func ParseCloudStatusTopic(topic string) (string, error) { return parseCloudTopic(topic, "status") }
+
+// ParseCloudTelemetryTopic returns the cloudproc id of
+// offload/_cloud/<id>/telemetry.
+func ParseCloudTelemetryTopic(topic string) (string, error) {
+	return parseCloudTopic(topic, "telemetry")
+}
+
+func parseCloudTopic(topic, leaf string) (string, error) {
 	parts := strings.Split(topic, "/")
-	if len(parts) != 4 || parts[0] != Root || parts[1] != cloudLevel || parts[3] != "status" {
-		return "", fmt.Errorf("topic %q is not %s", topic, CloudStatusFilter)
+	if len(parts) != 4 || parts[0] != Root || parts[1] != cloudLevel || parts[3] != leaf {
+		return "", fmt.Errorf("topic %q is not %s/%s/<id>/%s", topic, Root, cloudLevel, leaf)
+	}
+	if err := ValidateName(parts[2]); err != nil {
+		return "", fmt.Errorf("topic %q: cloudproc id: %w", topic, err)
 	}
 	return parts[2], nil
 }

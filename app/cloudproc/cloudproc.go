@@ -2,10 +2,12 @@ package cloudproc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -71,6 +73,11 @@ type proc struct {
 	pipes   map[string]*tasks.Pipeline // name + "\x00" + options
 	// logged limits the log to one line per (reason, device).
 	logged map[string]bool
+	// perf: smoothed CPU ms per device and stage, results per device and
+	// busy time since the last telemetry.
+	perf    map[string]map[string]float64
+	results map[string]int
+	busy    time.Duration
 }
 
 // Run connects, announces itself once its subscriptions are acknowledged,
@@ -82,13 +89,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		return Stats{}, err
 	}
 	p := &proc{
-		cfg:    cfg,
-		log:    log.With("cloudproc", cfg.ID),
-		queue:  newFairQueue(cfg.Queue),
-		seen:   newSeen(cfg.Remember),
-		stats:  Stats{Rejected: map[string]int64{}},
-		pipes:  map[string]*tasks.Pipeline{},
-		logged: map[string]bool{},
+		cfg:     cfg,
+		log:     log.With("cloudproc", cfg.ID),
+		queue:   newFairQueue(cfg.Queue),
+		seen:    newSeen(cfg.Remember),
+		stats:   Stats{Rejected: map[string]int64{}},
+		pipes:   map[string]*tasks.Pipeline{},
+		logged:  map[string]bool{},
+		perf:    map[string]map[string]float64{},
+		results: map[string]int{},
 	}
 	subs := map[string]byte{}
 	for _, stage := range remoteStages() {
@@ -139,6 +148,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		defer t.Stop()
 		tick = t.C
 	}
+	tele := time.NewTicker(cfg.TelemetryInterval.D())
+	defer tele.Stop()
+	lastTele := time.Now()
 loop:
 	for {
 		select {
@@ -146,6 +158,10 @@ loop:
 			break loop
 		case <-tick:
 			p.log.Info("stats", "counters", p.snapshot().String())
+		case now := <-tele.C:
+			b, _ := json.Marshal(p.telemetry(now, now.Sub(lastTele)))
+			lastTele = now
+			p.client.Publish(wire.CloudTelemetryTopic(cfg.ID), 0, false, b)
 		}
 	}
 
@@ -305,6 +321,12 @@ func (p *proc) worker(ctx context.Context) {
 // handle runs the remaining stages of one frame and publishes its result;
 // the stage message is acknowledged only after that.
 func (p *proc) handle(j *job) {
+	start := time.Now()
+	defer func() {
+		p.mu.Lock()
+		p.busy += time.Since(start)
+		p.mu.Unlock()
+	}()
 	env, topic := j.env, j.msg.Topic()
 	pl, err := p.pipeline(env.Pipeline, env.Opts)
 	if err != nil {
@@ -334,10 +356,11 @@ func (p *proc) handle(j *job) {
 		j.msg.Ack()
 		return
 	}
-	wrap := func(_ string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
+	wrap := func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
 		var out tasks.Outcome
 		var err error
-		emulate.Run(p.cfg.Emulate.Slowdown, func() { out, err = run() })
+		_, emu := emulate.Run(p.cfg.Emulate.Slowdown, func() { out, err = run() })
+		p.observe(env.Device, stage, emu)
 		return out, err
 	}
 	ctx := context.Background()
@@ -372,9 +395,61 @@ func (p *proc) handle(j *job) {
 	p.seen.done(j.key)
 	p.mu.Lock()
 	p.stats.Results++
+	if _, ok := p.results[env.Device]; ok || len(p.results) < maxTrackedDevices {
+		p.results[env.Device]++
+	}
 	p.mu.Unlock()
 	if img := st.Annotated(); img != nil {
 		p.client.Publish(wire.AnnotatedTopic(env.Device), 0, false, img)
 	}
 	j.msg.Ack()
+}
+
+// maxTrackedDevices bounds the per-device figures cloudproc keeps.
+const maxTrackedDevices = 10000
+
+// observe smooths one stage's CPU time for a device.
+func (p *proc) observe(device, stage string, d time.Duration) {
+	v := float64(d) / 1e6
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.perf[device]
+	if !ok {
+		if len(p.perf) >= maxTrackedDevices {
+			return
+		}
+		m = map[string]float64{}
+		p.perf[device] = m
+	}
+	if old, ok := m[stage]; ok {
+		v = old + 0.2*(v-old)
+	}
+	m[stage] = v
+}
+
+// telemetry reports per-device stage times and the workers' utilisation
+// over the last period dt.
+func (p *proc) telemetry(now time.Time, dt time.Duration) wire.CloudTelemetry {
+	s := p.snapshot()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := wire.CloudTelemetry{TS: now.UTC(), ID: p.cfg.ID, Workers: p.cfg.workers(), Queued: p.queue.len(),
+		Slowdown: p.cfg.Emulate.Slowdown, Devices: map[string]wire.CloudDevice{},
+		Received: s.Received, Results: s.Results, Duplicates: s.Duplicates, Rejected: s.Rejected}
+	if dt > 0 {
+		t.Utilisation = math.Round(1000*p.busy.Seconds()/(dt.Seconds()*float64(p.cfg.workers()))) / 1000
+	}
+	for dev, stages := range p.perf {
+		cd := wire.CloudDevice{StagesMS: map[string]float64{}}
+		for k, v := range stages {
+			cd.StagesMS[k] = math.Round(v*1000) / 1000
+		}
+		if dt > 0 {
+			cd.FPS = math.Round(10*float64(p.results[dev])/dt.Seconds()) / 10
+		}
+		t.Devices[dev] = cd
+	}
+	p.busy = 0
+	clear(p.results)
+	return t
 }

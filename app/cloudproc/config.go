@@ -31,8 +31,10 @@ type Config struct {
 	Remember        int             `toml:"remember"`
 	MaxMessageBytes int             `toml:"max_message_bytes"`
 	StatsInterval   config.Duration `toml:"stats_interval"`
-	LogLevel        string          `toml:"log_level"`
-	Emulate         struct {
+	// TelemetryInterval is the period of offload/_cloud/<id>/telemetry.
+	TelemetryInterval config.Duration `toml:"telemetry_interval"`
+	LogLevel          string          `toml:"log_level"`
+	Emulate           struct {
 		// Slowdown emulates a slower cloud, as on the device.
 		Slowdown float64 `toml:"slowdown"`
 	} `toml:"emulate"`
@@ -41,14 +43,15 @@ type Config struct {
 // DefaultConfig returns the defaults, equal to configs/cloud.toml.
 func DefaultConfig() Config {
 	c := Config{
-		ID:              "cloud1",
-		Broker:          "tcp://127.0.0.1:1883",
-		Group:           wire.DefaultShareGroup,
-		Queue:           64,
-		Remember:        65536,
-		MaxMessageBytes: wire.DefaultMaxMessageBytes,
-		StatsInterval:   config.Duration(60 * time.Second),
-		LogLevel:        "info",
+		ID:                "cloud1",
+		Broker:            "tcp://127.0.0.1:1883",
+		Group:             wire.DefaultShareGroup,
+		Queue:             64,
+		Remember:          65536,
+		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
+		StatsInterval:     config.Duration(60 * time.Second),
+		TelemetryInterval: config.Duration(2 * time.Second),
+		LogLevel:          "info",
 	}
 	c.Emulate.Slowdown = 1
 	return c
@@ -81,6 +84,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("remember", "must be 16..16777216 (got %d)", c.Remember)
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
+	case c.TelemetryInterval.D() < 100*time.Millisecond:
+		return config.Errorf("telemetry_interval", "must be at least 100ms (got %v)", c.TelemetryInterval.D())
 	case c.StatsInterval < 0:
 		return config.Errorf("stats_interval", "must not be negative")
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):

@@ -150,3 +150,14 @@ func (q *fairQueue) waitEmpty(ctx context.Context) {
 		}
 	}
 }
+
+// len is the number of queued jobs.
+func (q *fairQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, jobs := range q.per {
+		n += len(jobs)
+	}
+	return n
+}

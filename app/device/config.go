@@ -29,24 +29,31 @@ type Emulate struct {
 
 // Config is the device's configuration (configs/pi.toml).
 type Config struct {
-	ID              string          `toml:"id"`
-	Broker          string          `toml:"broker"`
-	Username        string          `toml:"username"`
-	Password        string          `toml:"password"`
-	Pipeline        string          `toml:"pipeline"`
-	Source          string          `toml:"source"`
-	Split           int             `toml:"split"`
-	Frames          int             `toml:"frames"`
-	Window          int             `toml:"window"`
-	Policy          string          `toml:"policy"`
-	MaxMessageBytes int             `toml:"max_message_bytes"`
-	MatCodec        string          `toml:"mat_codec"`
-	JPEGQuality     int             `toml:"jpeg_quality"`
-	ResendAfter     config.Duration `toml:"resend_after"`
-	DrainTimeout    config.Duration `toml:"drain_timeout"`
-	StatusInterval  config.Duration `toml:"status_interval"`
-	LogLevel        string          `toml:"log_level"`
-	Emulate         Emulate         `toml:"emulate"`
+	ID                string          `toml:"id"`
+	Broker            string          `toml:"broker"`
+	Username          string          `toml:"username"`
+	Password          string          `toml:"password"`
+	Pipeline          string          `toml:"pipeline"`
+	Source            string          `toml:"source"`
+	Split             int             `toml:"split"`
+	Mode              string          `toml:"mode"`
+	TargetFPS         float64         `toml:"target_fps"`
+	Frames            int             `toml:"frames"`
+	Window            int             `toml:"window"`
+	Policy            string          `toml:"policy"`
+	MaxMessageBytes   int             `toml:"max_message_bytes"`
+	MatCodec          string          `toml:"mat_codec"`
+	JPEGQuality       int             `toml:"jpeg_quality"`
+	ResendAfter       config.Duration `toml:"resend_after"`
+	DrainTimeout      config.Duration `toml:"drain_timeout"`
+	StatusInterval    config.Duration `toml:"status_interval"`
+	TelemetryInterval config.Duration `toml:"telemetry_interval"`
+	ProfileFrames     int             `toml:"profile_frames"`
+	ProfileInterval   config.Duration `toml:"profile_interval"`
+	ProbeInterval     config.Duration `toml:"probe_interval"`
+	ProbeBytes        int             `toml:"probe_bytes"`
+	LogLevel          string          `toml:"log_level"`
+	Emulate           Emulate         `toml:"emulate"`
 
 	// Options are the pipeline's options, from the table named after the
 	// pipeline ([balltrack]). Nil means the pipeline's defaults.
@@ -56,21 +63,27 @@ type Config struct {
 // DefaultConfig returns the defaults, equal to configs/pi.toml.
 func DefaultConfig() Config {
 	return Config{
-		ID:              "pi1",
-		Broker:          "tcp://127.0.0.1:1883",
-		Pipeline:        "balltrack",
-		Source:          "synthetic:?fps=30",
-		Split:           3,
-		Window:          8,
-		Policy:          PolicyBlock,
-		MaxMessageBytes: wire.DefaultMaxMessageBytes,
-		MatCodec:        "auto",
-		JPEGQuality:     90,
-		ResendAfter:     config.Duration(15 * time.Second),
-		DrainTimeout:    config.Duration(30 * time.Second),
-		StatusInterval:  config.Duration(2 * time.Second),
-		LogLevel:        "info",
-		Emulate:         Emulate{Slowdown: 1},
+		ID:                "pi1",
+		Broker:            "tcp://127.0.0.1:1883",
+		Pipeline:          "balltrack",
+		Source:            "synthetic:?fps=30",
+		Split:             3,
+		Mode:              wire.ModeAuto,
+		Window:            8,
+		Policy:            PolicyBlock,
+		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
+		MatCodec:          "auto",
+		JPEGQuality:       90,
+		ResendAfter:       config.Duration(15 * time.Second),
+		DrainTimeout:      config.Duration(30 * time.Second),
+		StatusInterval:    config.Duration(2 * time.Second),
+		TelemetryInterval: config.Duration(2 * time.Second),
+		ProfileFrames:     3,
+		ProfileInterval:   config.Duration(60 * time.Second),
+		ProbeInterval:     config.Duration(10 * time.Second),
+		ProbeBytes:        256 << 10,
+		LogLevel:          "info",
+		Emulate:           Emulate{Slowdown: 1},
 	}
 }
 
@@ -103,6 +116,20 @@ func (c *Config) Validate() error {
 		return config.Errorf("source", "%v", err)
 	}
 	switch {
+	case c.Mode != wire.ModeAuto && c.Mode != wire.ModeManual:
+		return config.Errorf("mode", "must be %q or %q (got %q)", wire.ModeAuto, wire.ModeManual, c.Mode)
+	case c.TargetFPS < 0 || c.TargetFPS > wire.MaxTargetFPS:
+		return config.Errorf("target_fps", "must be > 0 and ≤ %d, or 0 to keep the gateway's (got %g)", wire.MaxTargetFPS, c.TargetFPS)
+	case c.TelemetryInterval.D() < 100*time.Millisecond:
+		return config.Errorf("telemetry_interval", "must be at least 100ms (got %v)", c.TelemetryInterval.D())
+	case c.ProfileFrames < 0 || c.ProfileFrames > 100:
+		return config.Errorf("profile_frames", "must be 0..100 (got %d)", c.ProfileFrames)
+	case c.ProfileInterval.D() < 0:
+		return config.Errorf("profile_interval", "must not be negative (0: profile only at start and on speed changes)")
+	case c.ProbeInterval.D() < 0:
+		return config.Errorf("probe_interval", "must not be negative (0 disables uplink probes)")
+	case c.ProbeBytes < 1024 || c.ProbeBytes > c.MaxMessageBytes:
+		return config.Errorf("probe_bytes", "must be 1024..max_message_bytes (got %d)", c.ProbeBytes)
 	case c.Frames < 0:
 		return config.Errorf("frames", "must be ≥ 0 (0 runs until stopped), got %d", c.Frames)
 	case c.Window < 1 || c.Window > 1024:
@@ -151,6 +178,6 @@ func LoadConfig(path string) (Config, *config.File, error) {
 
 // String summarises the config for the start-up log line.
 func (c *Config) String() string {
-	return fmt.Sprintf("id=%s pipeline=%s split=%d source=%s window=%d policy=%s slowdown=%g",
-		c.ID, c.Pipeline, c.Split, c.Source, c.Window, c.Policy, c.Emulate.Slowdown)
+	return fmt.Sprintf("id=%s pipeline=%s split=%d mode=%s target_fps=%g source=%s window=%d policy=%s slowdown=%g",
+		c.ID, c.Pipeline, c.Split, c.Mode, c.TargetFPS, c.Source, c.Window, c.Policy, c.Emulate.Slowdown)
 }

@@ -2,8 +2,6 @@ package device
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,34 +19,45 @@ import (
 	"gocv.io/x/gocv"
 )
 
+// decisionWait bounds the wait for a retained decision at start-up.
+const decisionWait = 2 * time.Second
+
 // ErrIncomplete is returned when some frame's result never came back.
 var ErrIncomplete = errors.New("results missing")
 
 // device is one running device process.
 type device struct {
-	cfg      Config
-	log      *slog.Logger
-	out      io.Writer
-	run      string
-	pipe     *tasks.Pipeline
-	enc      tasks.MatEncoding
-	client   paho.Client
-	win      *window
-	stats    *stats
-	clouds   *presence
-	ready    chan struct{}
-	readyOne sync.Once
+	cfg        Config
+	log        *slog.Logger
+	out        io.Writer
+	run        string
+	pipe       *tasks.Pipeline
+	enc        tasks.MatEncoding
+	client     paho.Client
+	win        *window
+	stats      *stats
+	clouds     *presence
+	ctl        *controlState
+	perf       *perf
+	up         *uplink
+	sourceFPS  float64
+	probeTopic string
+	ready      chan struct{}
+	readyOne   sync.Once
+	decided    chan struct{} // closed when the first decision is applied
+	decidedOne sync.Once
 
 	split    atomic.Int64
 	slowdown atomic.Uint64 // math.Float64bits
 
-	acks chan paho.Token
+	acks chan pendingAck
 }
 
 // Run runs the device until it has captured cfg.Frames frames (or the
 // source ends) or ctx is done, then drains: it waits, at most
-// cfg.DrainTimeout, for the result of every frame in flight. It writes a
-// status line every cfg.StatusInterval to out and returns the summary.
+// cfg.DrainTimeout, for the result of every frame in flight. It publishes
+// telemetry, follows the gateway's split decisions, writes a status line
+// every cfg.StatusInterval to out and returns the summary.
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summary, error) {
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
@@ -59,16 +68,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	}
 	codec, _ := wire.ParseMatCodec(cfg.MatCodec)
 	d := &device{
-		cfg:    cfg,
-		log:    log.With("device", cfg.ID),
-		out:    out,
-		run:    newRunID(),
-		pipe:   pipe,
-		enc:    tasks.MatEncoding{Codec: codec, JPEGQuality: cfg.JPEGQuality},
-		win:    newWindow(cfg.Window),
-		clouds: newPresence(),
-		ready:  make(chan struct{}),
-		acks:   make(chan paho.Token, cfg.Window+16),
+		cfg:        cfg,
+		log:        log.With("device", cfg.ID),
+		out:        out,
+		run:        newRunID(),
+		pipe:       pipe,
+		enc:        tasks.MatEncoding{Codec: codec, JPEGQuality: cfg.JPEGQuality},
+		win:        newWindow(cfg.Window),
+		clouds:     newPresence(),
+		ctl:        &controlState{mode: cfg.Mode, target: cfg.TargetFPS},
+		perf:       newPerf(pipe.StageNames()),
+		up:         &uplink{},
+		probeTopic: wire.ProbeTopic(cfg.ID),
+		ready:      make(chan struct{}),
+		decided:    make(chan struct{}),
+		acks:       make(chan pendingAck, cfg.Window+16),
 	}
 	d.stats = newStats(cfg.ID, d.run)
 	d.split.Store(int64(cfg.Split))
@@ -79,6 +93,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		return Summary{}, err
 	}
 	defer src.Close()
+	if f, ok := src.(interface{ FPS() float64 }); ok {
+		d.sourceFPS = f.FPS()
+	}
 
 	d.client, err = mqttc.Connect(ctx, mqttc.Options{
 		Broker:   cfg.Broker,
@@ -88,8 +105,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		Clean:    false, // results queued while we reconnect are kept for us
 		Will:     &mqttc.Will{Topic: wire.StatusTopic(cfg.ID), Payload: wire.Offline, Retain: true},
 		Subscriptions: map[string]byte{
-			wire.ResultTopic(cfg.ID): 1,
-			wire.CloudStatusFilter:   1,
+			wire.ResultTopic(cfg.ID):             1,
+			wire.CloudStatusFilter:               1,
+			wire.ControlSplitTopic(cfg.ID):       1,
+			wire.ControlSlowdownSetTopic(cfg.ID): 1,
 		},
 		Handler: d.onMessage,
 		OnReady: d.onReady,
@@ -105,15 +124,25 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	case <-ctx.Done():
 		return d.stats.snapshot(), ctx.Err()
 	}
-	d.log.Info("device started", "run", d.run, "config", cfg.String(), "stages", pipe.StageNames())
+	// In automatic mode a retained decision, if there is one, comes right
+	// after the subscription: wait a moment for it so that a restarted
+	// device resumes the gateway's split from its first frame.
+	if cfg.Mode == wire.ModeAuto {
+		select {
+		case <-d.decided:
+		case <-time.After(decisionWait):
+		case <-ctx.Done():
+		}
+	}
+	d.log.Info("device started", "run", d.run, "config", cfg.String(), "split", d.split.Load(), "stages", pipe.StageNames())
 
 	// Background helpers live until the drain is over.
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); d.watchAcks(bg) }()
-	go func() { defer wg.Done(); d.resendLoop(bg) }()
-	go func() { defer wg.Done(); d.statusLoop(bg) }()
+	for _, f := range []func(context.Context){d.watchAcks, d.resendLoop, d.telemetryLoop, d.probeLoop} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
 	defer func() { stopBG(); wg.Wait() }()
 
 	start := time.Now()
@@ -143,26 +172,38 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	return sum, nil
 }
 
-func newRunID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newRunID() string { return newID() + newID()[:4] }
 
 // SetSlowdown changes the emulated slowdown while the device runs.
 func (d *device) SetSlowdown(f float64) { d.slowdown.Store(floatBits(f)) }
 
+// onReady runs after every (re)connect once the subscriptions stand: the
+// device republishes its state, announces itself and, the first time,
+// sends the commands its configuration asks for.
 func (d *device) onReady(c paho.Client) {
+	d.publishState(c)
 	if err := mqttc.Publish(c, wire.StatusTopic(d.cfg.ID), 1, true, wire.Online); err != nil {
 		d.log.Warn("could not publish online status", "error", err)
 		return
 	}
+	d.sendStartCommands(c)
 	d.readyOne.Do(func() { close(d.ready) })
 }
 
 // onMessage runs on its own goroutine for every message (OrderMatters off).
 func (d *device) onMessage(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
+	switch topic {
+	case wire.ControlSplitTopic(d.cfg.ID):
+		d.onDecision(m)
+		return
+	case wire.ControlSlowdownSetTopic(d.cfg.ID):
+		d.onSlowdown(m)
+		return
+	case wire.ResultTopic(d.cfg.ID):
+		d.onResult(m)
+		return
+	}
 	if id, err := wire.ParseCloudStatusTopic(topic); err == nil {
 		switch string(m.Payload()) {
 		case wire.Online:
@@ -174,19 +215,19 @@ func (d *device) onMessage(_ paho.Client, m paho.Message) {
 		}
 		return
 	}
-	if topic != wire.ResultTopic(d.cfg.ID) {
-		d.log.Warn("ignoring message on unexpected topic", "topic", topic)
-		return
-	}
+	d.log.Warn("ignoring message on unexpected topic", "topic", topic)
+}
+
+func (d *device) onResult(m paho.Message) {
 	h, err := wire.ParseResultHead(m.Payload())
 	if err != nil || h.Device != d.cfg.ID {
 		d.stats.add(func(s *Summary) { s.BadResults++ })
-		d.log.Warn("ignoring malformed result", "topic", topic, "device", d.cfg.ID, "error", err, "payload", truncate(m.Payload()))
+		d.log.Warn("ignoring malformed result", "topic", m.Topic(), "device", d.cfg.ID, "error", err, "payload", truncate(m.Payload()))
 		return
 	}
 	if h.Run != d.run {
 		d.stats.add(func(s *Summary) { s.BadResults++ })
-		d.log.Debug("ignoring result of another run", "topic", topic, "run", h.Run)
+		d.log.Debug("ignoring result of another run", "topic", m.Topic(), "run", h.Run)
 		return
 	}
 	f, ok := d.win.complete(h.Seq)
@@ -229,36 +270,76 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 			}
 			return err
 		}
-		seq := uint64(n)
 		d.stats.add(func(s *Summary) { s.Captured++ })
-		d.process(ctx, seq, frame)
+		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
+			d.profile(frame)
+		}
+		d.process(ctx, uint64(n), frame)
 	}
 	return nil
+}
+
+// wrap runs a stage with the emulated slowdown and reports its times.
+func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) tasks.Wrap {
+	slow := floatFrom(d.slowdown.Load())
+	return func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
+		var out tasks.Outcome
+		var err error
+		cpu, emu := emulate.Run(slow, func() { out, err = run() })
+		report(stage, cpu, emu)
+		return out, err
+	}
+}
+
+// profile runs a copy of the frame through every stage but the sink, timing
+// each and sizing the state at every boundary. The frame itself is then
+// processed as usual: profiling loses nothing.
+func (d *device) profile(frame gocv.Mat) {
+	n := d.pipe.Len()
+	dev := make([]time.Duration, 0, n-1)
+	cpu := make([]time.Duration, 0, n-1)
+	bytes := make([]int, n)
+	st := tasks.NewState(d.cfg.ID, 0)
+	defer st.Close()
+	st.SetMat(tasks.FieldSource, frame.Clone())
+	complete := true
+	for i := 0; i < n-1; i++ {
+		filtered, err := d.pipe.Run(context.Background(), st, i, i+1, d.wrap(func(_ string, c, e time.Duration) {
+			cpu, dev = append(cpu, c), append(dev, e)
+		}))
+		if err != nil || filtered != "" {
+			complete = false
+			break
+		}
+		if b, err := d.encodeAt(st, i+1, i+1, "", 0, nil); err == nil {
+			bytes[i+1] = len(b)
+		}
+	}
+	d.stats.add(func(s *Summary) { s.Profiled++ })
+	d.perf.profiled(dev, cpu, bytes, complete, d.cfg.ProfileFrames, time.Now())
 }
 
 // process runs the local stages on one frame and sends its state. It always
 // either registers the frame in flight or counts it dropped.
 func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
 	captured := time.Now()
-	k := int(d.split.Load())
+	k := int(d.split.Load()) // a split change applies from a frame boundary
 	st := tasks.NewState(d.cfg.ID, seq)
 	defer st.Close()
 	st.SetMat(tasks.FieldSource, frame)
-	slow := floatFrom(d.slowdown.Load())
 	var timings []wire.Timing
-	filteredAt, err := d.pipe.Run(context.WithoutCancel(ctx), st, 0, k, func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
-		var out tasks.Outcome
-		var err error
-		took := emulate.Run(slow, func() { out, err = run() })
-		timings = append(timings, wire.Timing{Stage: stage, Nanos: int64(took), Where: wire.OnDevice})
-		return out, err
-	})
+	var stagesTime time.Duration
+	i := 0
+	filteredAt, err := d.pipe.Run(context.WithoutCancel(ctx), st, 0, k, d.wrap(func(stage string, cpu, emu time.Duration) {
+		timings = append(timings, wire.Timing{Stage: stage, Nanos: int64(emu), Where: wire.OnDevice})
+		d.perf.stage(i, emu, cpu, time.Now())
+		stagesTime += emu
+		i++
+	}))
 	if err != nil {
 		d.win.release()
 		d.stats.drop(DropStageError)
-		if ctx.Err() == nil {
-			d.log.Error("local stage failed; frame dropped", "seq", seq, "error", err)
-		}
+		d.log.Error("local stage failed; frame dropped", "seq", seq, "error", err)
 		return
 	}
 	next := k
@@ -272,24 +353,7 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
 		return
 	}
 	st.Keep(d.pipe.Needs(next))
-	fields, err := tasks.EncodeFields(st, d.pipe.Needs(next), d.enc)
-	var payload []byte
-	if err == nil {
-		payload, err = wire.Encode(&wire.Envelope{
-			Version:    wire.Version,
-			Pipeline:   d.pipe.Name(),
-			Opts:       d.pipe.Options(),
-			Device:     d.cfg.ID,
-			Run:        d.run,
-			Seq:        seq,
-			Split:      k,
-			Next:       d.pipe.Stage(next).Name(),
-			CaptureTS:  time.Now().UnixNano(),
-			FilteredAt: filteredAt,
-			Timings:    timings,
-			Fields:     fields,
-		})
-	}
+	payload, err := d.encodeAt(st, next, k, filteredAt, seq, timings)
 	if err != nil {
 		d.win.release()
 		d.stats.drop(DropEncodeError)
@@ -303,38 +367,42 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
 		return
 	}
 	now := time.Now()
+	if filteredAt == "" {
+		d.perf.bytes(k, len(payload), now)
+	}
 	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(next).Name()), payload: payload, captured: captured, sent: now, split: k}
 	d.win.register(f)
 	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(payload)) })
 	d.publish(f)
+	d.perf.overheadMS(time.Since(captured)-stagesTime, time.Now())
 }
 
-// publish hands the frame's state to paho; the ack watcher collects the
-// token. The window, not the PUBACK, decides when the frame is done.
+// encodeAt encodes the state for stage next of a frame processed at split k.
+func (d *device) encodeAt(st *tasks.State, next, k int, filteredAt string, seq uint64, timings []wire.Timing) ([]byte, error) {
+	fields, err := tasks.EncodeFields(st, d.pipe.Needs(next), d.enc)
+	if err != nil {
+		return nil, err
+	}
+	return wire.Encode(&wire.Envelope{
+		Version:    wire.Version,
+		Pipeline:   d.pipe.Name(),
+		Opts:       d.pipe.Options(),
+		Device:     d.cfg.ID,
+		Run:        d.run,
+		Seq:        seq,
+		Split:      k,
+		Next:       d.pipe.Stage(next).Name(),
+		CaptureTS:  time.Now().UnixNano(),
+		FilteredAt: filteredAt,
+		Timings:    timings,
+		Fields:     fields,
+	})
+}
+
+// publish hands the frame's state to paho; the ack watcher times it. The
+// window, not the PUBACK, decides when the frame is done.
 func (d *device) publish(f *flight) {
-	tok := d.client.Publish(f.topic, 1, false, f.payload)
-	select {
-	case d.acks <- tok:
-	default: // the watcher is behind; the token is simply not observed
-	}
-}
-
-func (d *device) watchAcks(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case tok := <-d.acks:
-			select {
-			case <-tok.Done():
-				if err := tok.Error(); err != nil {
-					d.log.Warn("publish failed; the frame is resent after resend_after", "error", err)
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}
+	d.track(d.client.Publish(f.topic, 1, false, f.payload), len(f.payload))
 }
 
 // resendLoop republishes frames whose result is overdue, for example because
@@ -357,30 +425,6 @@ func (d *device) resendLoop(ctx context.Context) {
 				d.stats.add(func(s *Summary) { s.Resent++ })
 				d.publish(f)
 			}
-		}
-	}
-}
-
-func (d *device) statusLoop(ctx context.Context) {
-	if d.cfg.StatusInterval <= 0 {
-		return
-	}
-	t := time.NewTicker(d.cfg.StatusInterval.D())
-	defer t.Stop()
-	prev := d.stats.snapshot()
-	prevT := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s := d.stats.snapshot()
-			dt := now.Sub(prevT).Seconds()
-			fmt.Fprintf(d.out, "%s fps=%.1f results/s=%.1f split=%d inflight=%d/%d captured=%d results=%d dropped=%d cloud=%v p50=%s\n",
-				d.cfg.ID, float64(s.Captured-prev.Captured)/dt, float64(s.Results-prev.Results)/dt,
-				d.split.Load(), d.win.inFlight(), d.cfg.Window, s.Captured, s.Results, s.DroppedTotal(),
-				d.clouds.any(), s.LatencyP50.Round(100*time.Microsecond))
-			prev, prevT = s, now
 		}
 	}
 }

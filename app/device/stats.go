@@ -30,6 +30,7 @@ type Summary struct {
 	Results       int
 	Duplicates    int // results for a frame already answered or dropped
 	BadResults    int // malformed or foreign messages on the result topic
+	Profiled      int // frames also run through every stage to profile them
 	Dropped       map[string]int
 	LatencyP50    time.Duration
 	LatencyP99    time.Duration
@@ -69,6 +70,7 @@ type stats struct {
 	s       Summary
 	lat     []time.Duration
 	latNext int
+	recent  []time.Duration // since the last recentLatency call
 }
 
 func newStats(device, run string) *stats {
@@ -87,6 +89,9 @@ func (st *stats) result(latency time.Duration) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.s.Results++
+	if len(st.recent) < maxLatencySamples {
+		st.recent = append(st.recent, latency)
+	}
 	if len(st.lat) < maxLatencySamples {
 		st.lat = append(st.lat, latency)
 	} else {
@@ -122,4 +127,18 @@ func percentileIndex(n int, q float64) int {
 		i = n - 1
 	}
 	return i
+}
+
+// recentLatency returns the p50 and p99 latency, in ms, of the results
+// since its previous call.
+func (st *stats) recentLatency() (p50, p99 float64, ok bool) {
+	st.mu.Lock()
+	r := st.recent
+	st.recent = nil
+	st.mu.Unlock()
+	if len(r) == 0 {
+		return 0, 0, false
+	}
+	sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
+	return ms(r[percentileIndex(len(r), 0.5)]), ms(r[percentileIndex(len(r), 0.99)]), true
 }

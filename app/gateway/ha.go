@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+
+	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+func newRunID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// DiscoveryTopic is where a device is announced to Home Assistant
+// (device-based discovery).
+func DiscoveryTopic(prefix, device string) string {
+	return prefix + "/device/splitpoint_" + device + "/config"
+}
+
+// Discovery is a Home Assistant device-based discovery payload.
+type Discovery struct {
+	Device       map[string]any            `json:"device"`
+	Origin       map[string]any            `json:"origin"`
+	Availability []map[string]any          `json:"availability"`
+	Components   map[string]map[string]any `json:"components"`
+	QoS          int                       `json:"qos"`
+}
+
+// discovery builds the announcement of a device: sensors read from its
+// periodic telemetry and state (never from per-frame results), the
+// annotated camera, numbers for the split and the target, a select for
+// the mode, all commanding through the …/set topics.
+func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
+	uid := func(c string) string { return "splitpoint_" + id + "_" + c }
+	tele, state := wire.TelemetryTopic(id), wire.StateTopic(id)
+	sensor := func(c, name, topic, tmpl string, extra map[string]any) map[string]any {
+		m := map[string]any{"platform": "sensor", "name": name, "unique_id": uid(c), "state_topic": topic, "value_template": tmpl}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	measurement := func(unit string) map[string]any {
+		return map[string]any{"unit_of_measurement": unit, "state_class": "measurement"}
+	}
+	comps := map[string]map[string]any{
+		"fps": sensor("fps", "Frames per second", tele, "{{ value_json.fps }}",
+			merge(measurement("fps"), map[string]any{"icon": "mdi:speedometer"})),
+		"results_per_s": sensor("results_per_s", "Results per second", tele, "{{ value_json.results_per_s }}",
+			merge(measurement("results/s"), map[string]any{"icon": "mdi:check-circle-outline"})),
+		"cpu": sensor("cpu", "CPU", tele, "{{ value_json.host.cpu_percent }}",
+			merge(measurement("%"), map[string]any{"icon": "mdi:cpu-64-bit"})),
+		"latency": sensor("latency", "Latency p50", tele, "{{ value_json.latency_ms.p50 }}",
+			merge(measurement("ms"), map[string]any{"device_class": "duration"})),
+		"split_now": sensor("split_now", "Split", state, "{{ value_json.split }}", map[string]any{"icon": "mdi:call-split"}),
+		"mode_now":  sensor("mode_now", "Split mode", state, "{{ value_json.mode }}", map[string]any{"icon": "mdi:auto-mode"}),
+		"camera": {
+			"platform": "camera", "name": "Annotated frame", "unique_id": uid("camera"), "topic": wire.AnnotatedTopic(id),
+		},
+		"split": {
+			"platform": "number", "name": "Split point", "unique_id": uid("split"),
+			"command_topic": wire.ControlSplitSetTopic(id), "command_template": "{{ value | int }}",
+			"state_topic": state, "value_template": "{{ value_json.split }}",
+			"min": 1, "max": st.Stages - 1, "step": 1, "mode": "box", "icon": "mdi:call-split",
+		},
+		"target_fps": {
+			"platform": "number", "name": "Target fps", "unique_id": uid("target_fps"),
+			"command_topic": wire.ControlTargetSetTopic(id),
+			"state_topic":   state, "value_template": "{{ value_json.target_fps }}",
+			"min": 0.5, "max": wire.MaxTargetFPS, "step": 0.5, "mode": "box", "unit_of_measurement": "fps", "icon": "mdi:target",
+		},
+		"mode": {
+			"platform": "select", "name": "Split control", "unique_id": uid("mode"),
+			"command_topic": wire.ControlSplitSetTopic(id),
+			"state_topic":   state, "value_template": "{{ value_json.mode }}",
+			"options": []string{wire.ModeAuto, wire.ModeManual}, "icon": "mdi:auto-mode",
+		},
+	}
+	if withTemperature {
+		comps["temperature"] = sensor("temperature", "CPU temperature", tele, "{{ value_json.host.temperature_c }}",
+			merge(measurement("°C"), map[string]any{"device_class": "temperature"}))
+	}
+	sw := config.VersionString("splitpoint")
+	return Discovery{
+		Device: map[string]any{
+			"identifiers": []string{"splitpoint_" + id}, "name": "splitpoint " + id,
+			"manufacturer": "splitpoint", "model": st.Pipeline, "sw_version": st.SWVersion,
+		},
+		Origin: map[string]any{"name": "splitpoint", "sw_version": sw, "support_url": "https://github.com/splitpoint/splitpoint"},
+		Availability: []map[string]any{{
+			"topic": wire.StatusTopic(id), "payload_available": wire.Online, "payload_not_available": wire.Offline,
+		}},
+		Components: comps,
+		QoS:        1,
+	}
+}
+
+func merge(a, b map[string]any) map[string]any {
+	for k, v := range b {
+		a[k] = v
+	}
+	return a
+}
+
+// announce publishes a device's discovery config, retained.
+func (p *plane) announce(d *dev) {
+	if !p.cfg.HomeAssistant.Enabled || d.stages == 0 {
+		return
+	}
+	d.announced = true
+	p.publish(DiscoveryTopic(p.cfg.HomeAssistant.Prefix, d.id), discovery(d.id, d.state, d.hasTemp), true)
+}
+
+func (p *plane) announceAll() {
+	for _, d := range p.devs {
+		p.announce(d)
+	}
+}

@@ -1,0 +1,425 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/splitpoint/splitpoint/controller"
+	"github.com/splitpoint/splitpoint/wire"
+)
+
+// maxDevices bounds the devices the gateway tracks.
+const maxDevices = 10000
+
+// event is a message the inline client received.
+type event struct {
+	topic   string
+	payload []byte
+	retain  bool
+}
+
+// dev is what the gateway knows about one device.
+type dev struct {
+	id      string
+	decided bool // a decision was published by this gateway run
+	mode    string
+	target  float64
+	split   int
+	epoch   uint64
+	stages  int
+	state   wire.DeviceState
+	online  bool
+
+	tele      *wire.Telemetry
+	teleNew   bool // a telemetry arrived since the last control step
+	sameSplit int  // consecutive telemetry reports at the same split
+	ctrl      *controller.Controller
+	cloudMS   map[string]float64 // last cloud time per stage, from cloudprocs
+	announced bool
+	hasTemp   bool
+}
+
+type cloudInfo struct {
+	online bool
+	tele   *wire.CloudTelemetry
+}
+
+// plane is the gateway's control plane: it derives split decisions from
+// telemetry and commands, and announces devices to Home Assistant. All of
+// its state is owned by the goroutine running loop.
+type plane struct {
+	cfg     Config
+	log     *slog.Logger
+	srv     *mqtt.Server
+	run     string
+	events  chan event
+	dropped atomic.Int64
+	devs    map[string]*dev
+	clouds  map[string]*cloudInfo
+}
+
+func newPlane(cfg Config, srv *mqtt.Server, log *slog.Logger) *plane {
+	return &plane{
+		cfg: cfg, log: log, srv: srv, run: newRunID(),
+		events: make(chan event, 4096),
+		devs:   map[string]*dev{},
+		clouds: map[string]*cloudInfo{},
+	}
+}
+
+// subscribe makes the inline subscriptions. mochi runs their handler on the
+// publisher's goroutine: it only hands the message to the loop, never
+// blocking (a full queue drops the message and counts it).
+func (p *plane) subscribe() error {
+	filters := []string{wire.StateFilter, wire.StatusFilter, wire.TelemetryFilter, wire.SplitSetFilter, wire.TargetSetFilter,
+		wire.CloudStatusFilter, wire.CloudTelemetryFilter}
+	if p.cfg.HomeAssistant.Enabled {
+		filters = append(filters, p.cfg.HomeAssistant.Prefix+"/status")
+	}
+	for i, f := range filters {
+		err := p.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			ev := event{topic: pk.TopicName, payload: append([]byte(nil), pk.Payload...), retain: pk.FixedHeader.Retain}
+			select {
+			case p.events <- ev:
+			default:
+				if p.dropped.Add(1)%1000 == 1 {
+					p.log.Warn("gateway event queue full; message dropped", "topic", pk.TopicName, "dropped", p.dropped.Load())
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+func (p *plane) loop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Control.Period.D())
+	defer t.Stop()
+	p.announceAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-p.events:
+			p.handle(ev)
+		case now := <-t.C:
+			p.control(now)
+		}
+	}
+}
+
+func (p *plane) publish(topic string, v any, retain bool) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		p.log.Error("cannot encode message", "topic", topic, "error", err)
+		return
+	}
+	if err := p.srv.Publish(topic, b, retain, 1); err != nil {
+		p.log.Error("cannot publish", "topic", topic, "error", err)
+	}
+}
+
+func (p *plane) device(id string) *dev {
+	if d, ok := p.devs[id]; ok {
+		return d
+	}
+	if len(p.devs) >= maxDevices {
+		return nil
+	}
+	d := &dev{id: id, mode: wire.ModeAuto, cloudMS: map[string]float64{}, ctrl: controller.New(p.params())}
+	p.devs[id] = d
+	return d
+}
+
+func (p *plane) params() controller.Params {
+	k := p.cfg.Control
+	return controller.Params{Period: k.Period.D(), Margin: k.Margin, Headroom: k.Headroom, Dwell: k.Dwell.D(),
+		Shortfall: k.Shortfall, Verify: k.Verify, Smoothing: k.Smoothing}
+}
+
+func (p *plane) handle(ev event) {
+	if p.cfg.HomeAssistant.Enabled && ev.topic == p.cfg.HomeAssistant.Prefix+"/status" {
+		if string(ev.payload) == "online" {
+			p.log.Info("Home Assistant is online; announcing devices again")
+			p.announceAll()
+		}
+		return
+	}
+	if id, err := wire.ParseCloudStatusTopic(ev.topic); err == nil {
+		c := p.cloud(id)
+		c.online = string(ev.payload) == wire.Online
+		return
+	}
+	if id, err := wire.ParseCloudTelemetryTopic(ev.topic); err == nil {
+		p.onCloudTelemetry(id, ev)
+		return
+	}
+	if device, rest, err := wire.ParseControlTopic(ev.topic); err == nil {
+		switch rest {
+		case "split/set":
+			p.onSplitCommand(device, ev)
+		case "target_fps/set":
+			p.onTargetCommand(device, ev)
+		}
+		return
+	}
+	device, leaf, err := wire.ParseDeviceTopic(ev.topic)
+	if err != nil {
+		p.log.Warn("ignoring message on a malformed topic", "topic", ev.topic)
+		return
+	}
+	switch leaf {
+	case "state":
+		p.onState(device, ev)
+	case "status":
+		if d := p.devs[device]; d != nil {
+			d.online = string(ev.payload) == wire.Online
+		}
+	case "telemetry":
+		p.onTelemetry(device, ev)
+	}
+}
+
+func (p *plane) cloud(id string) *cloudInfo {
+	c, ok := p.clouds[id]
+	if !ok {
+		if len(p.clouds) >= maxDevices {
+			return &cloudInfo{}
+		}
+		c = &cloudInfo{}
+		p.clouds[id] = c
+	}
+	return c
+}
+
+// onState adopts a device's state the first time this gateway run sees it
+// (so manual overrides and targets survive a gateway restart), then
+// publishes a decision confirming it.
+func (p *plane) onState(id string, ev event) {
+	if len(ev.payload) == 0 {
+		return
+	}
+	st, err := wire.ParseDeviceState(ev.payload)
+	if err != nil {
+		p.log.Warn("ignoring malformed device state", "topic", ev.topic, "device", id, "error", err)
+		return
+	}
+	d := p.device(id)
+	if d == nil {
+		return
+	}
+	d.state, d.stages, d.online = st, st.Stages, true
+	if d.decided {
+		return
+	}
+	d.mode, d.split, d.target, d.epoch = st.Mode, st.Split, st.TargetFPS, st.Epoch
+	reason := "gateway adopted the device's state"
+	if d.target <= 0 {
+		d.target = p.cfg.DefaultTargetFPS
+		reason = fmt.Sprintf("new device: %s mode, target %g fps (the gateway's default)", d.mode, d.target)
+	}
+	p.decide(d, reason, nil, "")
+	p.announce(d)
+}
+
+func (p *plane) onTelemetry(id string, ev event) {
+	var t wire.Telemetry
+	if err := json.Unmarshal(ev.payload, &t); err != nil || t.Split < 1 || len(t.Stages) == 0 {
+		p.log.Warn("ignoring malformed telemetry", "topic", ev.topic, "device", id, "error", err)
+		return
+	}
+	d := p.devs[id]
+	if d == nil {
+		return // the device's state comes first
+	}
+	if d.tele != nil && d.tele.Split == t.Split {
+		d.sameSplit++
+	} else {
+		d.sameSplit = 1
+	}
+	d.tele, d.teleNew = &t, true
+	if t.Host.TemperatureC != nil && !d.hasTemp {
+		d.hasTemp = true
+		p.announce(d) // now with a temperature sensor
+	}
+}
+
+func (p *plane) onCloudTelemetry(id string, ev event) {
+	var t wire.CloudTelemetry
+	if err := json.Unmarshal(ev.payload, &t); err != nil {
+		p.log.Warn("ignoring malformed cloudproc telemetry", "topic", ev.topic, "error", err)
+		return
+	}
+	c := p.cloud(id)
+	c.tele = &t
+	for devID, cd := range t.Devices {
+		if d := p.devs[devID]; d != nil {
+			for stage, v := range cd.StagesMS {
+				if v >= 0 && !math.IsNaN(v) && len(d.cloudMS) < 64 {
+					d.cloudMS[stage] = v
+				}
+			}
+		}
+	}
+}
+
+// refuse answers a command that is not applied.
+func (p *plane) refuse(device string, ev event, why string) {
+	p.log.Warn("command refused", "topic", ev.topic, "device", device, "payload", truncate(ev.payload), "reason", why)
+	p.publish(wire.ControlErrorTopic(device), wire.ControlError{Topic: ev.topic, Received: truncate(ev.payload), Error: why, TS: time.Now().UTC()}, false)
+}
+
+// retainedCommand handles a retained message on a command topic: it is
+// never applied, and cleared so it is not replayed to the next subscriber.
+func (p *plane) retainedCommand(device string, ev event) bool {
+	if !ev.retain {
+		return false
+	}
+	if len(ev.payload) > 0 {
+		p.refuse(device, ev, "retained commands are ignored (publish without -r); the retained message was cleared")
+		if err := p.srv.Publish(ev.topic, nil, true, 1); err != nil {
+			p.log.Error("cannot clear retained command", "topic", ev.topic, "error", err)
+		}
+	}
+	return true
+}
+
+func (p *plane) onSplitCommand(id string, ev event) {
+	if p.retainedCommand(id, ev) {
+		return
+	}
+	d := p.devs[id]
+	if d == nil || d.stages == 0 {
+		p.refuse(id, ev, "unknown device: it has not published its state yet")
+		return
+	}
+	cmd, err := wire.ParseSplitCommand(ev.payload, d.stages-1)
+	if err != nil {
+		p.refuse(id, ev, err.Error())
+		return
+	}
+	var reason string
+	switch {
+	case cmd.Split > 0:
+		d.mode, d.split = wire.ModeManual, cmd.Split
+		reason = fmt.Sprintf("manual: split %d set by command", cmd.Split)
+	case cmd.Mode == wire.ModeManual:
+		d.mode = wire.ModeManual
+		reason = fmt.Sprintf("manual: holding split %d, set by command", d.split)
+	default:
+		d.mode = wire.ModeAuto
+		d.ctrl.Reset()
+		reason = fmt.Sprintf("automatic mode set by command; the controller decides from split %d", d.split)
+	}
+	p.decide(d, reason, nil, cmd.CmdID)
+}
+
+func (p *plane) onTargetCommand(id string, ev event) {
+	if p.retainedCommand(id, ev) {
+		return
+	}
+	d := p.devs[id]
+	if d == nil || d.stages == 0 {
+		p.refuse(id, ev, "unknown device: it has not published its state yet")
+		return
+	}
+	cmd, err := wire.ParseTargetCommand(ev.payload)
+	if err != nil {
+		p.refuse(id, ev, err.Error())
+		return
+	}
+	d.target = cmd.FPS
+	p.decide(d, fmt.Sprintf("target set to %g fps by command", cmd.FPS), nil, cmd.CmdID)
+}
+
+// decide publishes the device's decision, retained, with a new epoch.
+func (p *plane) decide(d *dev, reason string, predicted *float64, cmdID string) {
+	d.epoch++
+	d.decided = true
+	dec := wire.Decision{Split: d.split, Mode: d.mode, TargetFPS: d.target, Reason: reason, PredictedFPS: predicted,
+		GatewayRun: p.run, Epoch: d.epoch, CmdID: cmdID, TS: time.Now().UTC()}
+	p.log.Info("split decision", "device", d.id, "split", d.split, "mode", d.mode, "target_fps", d.target, "epoch", d.epoch, "reason", reason)
+	p.publish(wire.ControlSplitTopic(d.id), dec, true)
+}
+
+// control runs the controller of every online device in automatic mode
+// that reported since the last period, at the split last decided.
+func (p *plane) control(now time.Time) {
+	cloudOnline, workers := false, 0.0
+	for _, c := range p.clouds {
+		if c.online {
+			cloudOnline = true
+			if c.tele != nil {
+				workers += float64(c.tele.Workers)
+			}
+		}
+	}
+	for _, d := range p.devs {
+		if !d.online || d.mode != wire.ModeAuto || d.tele == nil || !d.teleNew {
+			continue
+		}
+		d.teleNew = false
+		t := d.tele
+		// Act on measurements taken wholly at the decided split.
+		if t.Split != d.split || d.sameSplit < 2 || t.TargetFPS != d.target {
+			continue
+		}
+		snap := snapshot(t, d, now, cloudOnline, workers)
+		dec := d.ctrl.Step(snap)
+		if dec.Changed && dec.Split >= 1 && dec.Split < d.stages {
+			d.split = dec.Split
+			pred := math.Round(dec.PredictedFPS*10) / 10
+			p.decide(d, dec.Reason, &pred, "")
+		}
+	}
+}
+
+func snapshot(t *wire.Telemetry, d *dev, now time.Time, cloudOnline bool, workers float64) controller.Snapshot {
+	n := d.stages
+	s := controller.Snapshot{
+		Now: time.Duration(now.UnixNano()), Split: t.Split, Stages: n, Target: d.target, MeasuredFPS: t.FPS,
+		SourceFPS: t.SourceFPS, OverheadMS: t.OverheadMS, CloudWorkers: math.Max(workers, 1), CloudOnline: cloudOnline && t.CloudOnline,
+		DeviceMS: make([]float64, n), CloudMS: make([]float64, n), Bytes: make([]float64, n),
+	}
+	for i, st := range t.Stages {
+		if i >= n {
+			break
+		}
+		s.DeviceMS[i] = st.DeviceMS
+		s.CloudMS[i] = st.CPUMS // never seen in the cloud: this device's own CPU time
+		if v, ok := d.cloudMS[st.Name]; ok {
+			s.CloudMS[i] = v
+		}
+	}
+	if len(d.state.RemoteStages) > 0 {
+		last := d.state.RemoteStages[len(d.state.RemoteStages)-1]
+		s.CloudMS[n-1] = d.cloudMS[last]
+	}
+	for _, b := range t.Boundaries {
+		if b.Split >= 1 && b.Split < n {
+			s.Bytes[b.Split] = b.Bytes
+		}
+	}
+	if t.Uplink.CapacityBps != nil {
+		s.UplinkBps = *t.Uplink.CapacityBps
+	}
+	return s
+}
+
+func truncate(b []byte) string {
+	s := strings.ToValidUTF8(string(b), "?")
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
