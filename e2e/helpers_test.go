@@ -183,7 +183,7 @@ func startCloud(t *testing.T, broker, id string, args ...string) *proc {
 	return c
 }
 
-var summaryRe = regexp.MustCompile(`summary device=(\S+) run=(\S+) captured=(\d+) filtered_local=(\d+) sent=(\d+) resent=(\d+) results=(\d+) dropped=(\d+) \[([^\]]*)\] duplicates=(\d+) bad_results=(\d+)`)
+var summaryRe = regexp.MustCompile(`summary device=(\S+) run=(\S+) captured=(\d+) filtered_local=(\d+) sent=(\d+) resent=(\d+) results=(\d+) dropped=(\d+) \[([^\]]*)\] duplicates=(\d+) bad_results=(\d+) fps=([0-9.]+)`)
 
 // summary is a device's parsed summary line.
 type summary struct {
@@ -191,6 +191,7 @@ type summary struct {
 	captured, filtered, sent, resent, results, drops int
 	reasons                                          string
 	duplicates, badResults                           int
+	fps                                              float64
 }
 
 func parseSummary(t *testing.T, out string) summary {
@@ -200,7 +201,8 @@ func parseSummary(t *testing.T, out string) summary {
 		t.Fatalf("no summary line in device output:\n%s", tail(out))
 	}
 	n := func(i int) int { v, _ := strconv.Atoi(m[i]); return v }
-	return summary{device: m[1], run: m[2], captured: n(3), filtered: n(4), sent: n(5), resent: n(6), results: n(7), drops: n(8), reasons: m[9], duplicates: n(10), badResults: n(11)}
+	fps, _ := strconv.ParseFloat(m[12], 64)
+	return summary{device: m[1], run: m[2], captured: n(3), filtered: n(4), sent: n(5), resent: n(6), results: n(7), drops: n(8), reasons: m[9], duplicates: n(10), badResults: n(11), fps: fps}
 }
 
 // runDevice runs a device to completion and returns its summary.

@@ -47,6 +47,7 @@ func ParseDecision(b []byte) (Decision, error) {
 // (offload/<device>/state), published after it applies a decision and on
 // every connect.
 type DeviceState struct {
+	Device       string   `json:"device"`
 	Split        int      `json:"split"`
 	Mode         string   `json:"mode"`
 	TargetFPS    float64  `json:"target_fps"`

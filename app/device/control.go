@@ -126,7 +126,7 @@ func (d *device) currentState() wire.DeviceState {
 	k := int(d.split.Load())
 	names := d.pipe.StageNames()
 	return wire.DeviceState{
-		Split: k, Mode: c.mode, TargetFPS: c.target, Epoch: c.epoch, GatewayRun: c.gatewayRun,
+		Device: d.cfg.ID, Split: k, Mode: c.mode, TargetFPS: c.target, Epoch: c.epoch, GatewayRun: c.gatewayRun,
 		Pipeline: d.pipe.Name(), Stages: len(names), LocalStages: names[:k], RemoteStages: names[k:],
 		Slowdown: floatFrom(d.slowdown.Load()), Run: d.run, SWVersion: config.VersionString("splitpoint"),
 	}
