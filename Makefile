@@ -9,7 +9,7 @@ DEBS        := pkg-config libopencv-dev mosquitto-clients
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test demo bench deps tools vet staticcheck fuzz clean
+.PHONY: all build test demo bench sim deps tools vet staticcheck fuzz clean
 
 all: build
 
@@ -43,7 +43,8 @@ test: deps tools vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -tags matprofile -timeout 30m ./...
 
-# gateway + cloudproc + one device (synthetic source, CPU emulated 4× slower).
+# gateway + cloudproc + one device (synthetic source at 30 fps, CPU emulated
+# 12× slower, automatic split, target 25 fps).
 # Stops on Ctrl-C, or after DURATION seconds: make demo DURATION=30
 demo: build
 	DURATION=$(DURATION) ./scripts/demo.sh
@@ -53,6 +54,10 @@ demo: build
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./tasks/... ./wire/...
 	$(GO) run ./bench
+
+# The split controller's simulation report (deterministic, virtual clock).
+sim:
+	$(GO) run ./sim/simulate
 
 fuzz: deps
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime 60s

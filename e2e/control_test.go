@@ -132,10 +132,14 @@ func TestControllerFollowsTheDeviceBothWays(t *testing.T) {
 
 	// Calibrate: the device's rate all-local (split 6) and at split 1,
 	// emulated slower until the two are clearly apart.
+	// JPEG keeps the frames small: under the race detector, moving raw
+	// frames through Go code would make the cloud, not the device, the
+	// bottleneck at split 1.
+	codec := writeFile(t, "calib.toml", "mat_codec = \"jpeg\"\nstatus_interval = \"0s\"\n")
 	var slow, fps6, fps1 float64
 	for _, s := range []float64{8, 16, 32} {
-		sum6 := runDevice(t, broker, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "6", "--slowdown", fmt.Sprint(s))
-		sum1 := runDevice(t, broker, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "1", "--slowdown", fmt.Sprint(s))
+		sum6 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "6", "--slowdown", fmt.Sprint(s))
+		sum1 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "1", "--slowdown", fmt.Sprint(s))
 		fps6, fps1 = summaryFPS(t, sum6), summaryFPS(t, sum1)
 		t.Logf("calibration at slowdown %g: all-local %.1f fps, split 1 %.1f fps", s, fps6, fps1)
 		if fps1 >= 1.3*fps6 {
@@ -153,7 +157,7 @@ func TestControllerFollowsTheDeviceBothWays(t *testing.T) {
 	t.Logf("target %.1f fps, slowdown %g", target, slow)
 
 	w := watch(t, broker)
-	cfg := writeFile(t, "pi.toml", fmt.Sprintf("id = \"auto1\"\nsource = \"synthetic:?fps=0\"\nsplit = 6\ntarget_fps = %.2f\ntelemetry_interval = \"500ms\"\nstatus_interval = \"0s\"\n[emulate]\nslowdown = %g\n", target, slow))
+	cfg := writeFile(t, "pi.toml", fmt.Sprintf("id = \"auto1\"\nsource = \"synthetic:?fps=0\"\nsplit = 6\nmat_codec = \"jpeg\"\ntarget_fps = %.2f\ntelemetry_interval = \"500ms\"\nstatus_interval = \"0s\"\n[emulate]\nslowdown = %g\n", target, slow))
 	dev := start(t, "device", "-c", cfg, "--broker", broker)
 	run := runOf(t, w, "auto1")
 

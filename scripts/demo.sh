@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts gateway, cloudproc and one device on the synthetic source with a CPU
-# emulated 4× slower. The device prints a status line every 2 s. Ctrl-C (or
-# DURATION seconds) stops the device, which drains and prints its summary.
+# emulated 12× slower, in automatic mode with a target of 25 fps. The device
+# prints a status line every 2 s. Ctrl-C (or DURATION seconds) stops the
+# device, which drains and prints its summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
@@ -23,9 +24,15 @@ echo "gateway on $addr"
 ./bin/cloudproc -c configs/cloud.toml --broker "tcp://$addr" 2>"$logs/cloudproc.log" &
 pids+=($!)
 
-echo "device pi1: synthetic source at 30 fps, CPU emulated 4x slower, split from configs/pi.toml"
-echo "watch the results with: mosquitto_sub -h ${addr%:*} -p ${addr##*:} -t 'offload/+/result' -v"
-./bin/device -c configs/pi.toml --broker "tcp://$addr" --slowdown 4 2>"$logs/device.log" &
+h="-h ${addr%:*} -p ${addr##*:}"
+echo "device pi1: synthetic source at 30 fps, CPU emulated 12x slower, automatic split, target 25 fps"
+echo "in another terminal:"
+echo "  results:    mosquitto_sub $h -t 'offload/+/result' -v"
+echo "  decisions:  mosquitto_sub $h -t 'offload/+/control/#' -t 'offload/+/state' -v"
+echo "  telemetry:  mosquitto_sub $h -t 'offload/+/telemetry' -v"
+echo "  manual:     mosquitto_pub $h -t offload/pi1/control/split/set -m 1   (auto: -m auto)"
+echo "  faster CPU: mosquitto_pub $h -t offload/pi1/control/slowdown/set -m 1"
+./bin/device -c configs/pi.toml --broker "tcp://$addr" --slowdown 12 --target-fps 25 2>"$logs/device.log" &
 dev=$!
 if [ -n "${DURATION:-}" ]; then
 	( sleep "$DURATION"; kill -INT "$dev" 2>/dev/null ) &

@@ -25,7 +25,28 @@ type controlState struct {
 	gatewayRun string
 	pending    string // ignore decisions until one answers this cmd_id
 	sentCmds   bool
-	stateMu    sync.Mutex // serialises state publishes
+	cmds       [][2]string // start-up commands: topic, payload
+	stateMu    sync.Mutex  // serialises state publishes
+}
+
+// newControlState prepares the start-up commands before the device
+// connects, so that a retained decision arriving first is already ignored
+// until the gateway answers them.
+func newControlState(cfg Config) *controlState {
+	c := &controlState{mode: cfg.Mode, target: cfg.TargetFPS}
+	if cfg.TargetFPS > 0 {
+		id := newID()
+		b, _ := json.Marshal(map[string]any{"target_fps": cfg.TargetFPS, "cmd_id": id})
+		c.cmds = append(c.cmds, [2]string{wire.ControlTargetSetTopic(cfg.ID), string(b)})
+		c.pending = id
+	}
+	if cfg.Mode == wire.ModeManual {
+		id := newID()
+		b, _ := json.Marshal(map[string]any{"split": cfg.Split, "cmd_id": id})
+		c.cmds = append(c.cmds, [2]string{wire.ControlSplitSetTopic(cfg.ID), string(b)})
+		c.pending = id
+	}
+	return c
 }
 
 func newID() string {
@@ -35,7 +56,7 @@ func newID() string {
 }
 
 // onDecision applies the gateway's retained decision.
-func (d *device) onDecision(m paho.Message) {
+func (d *device) onDecision(client paho.Client, m paho.Message) {
 	dec, err := wire.ParseDecision(m.Payload())
 	if err != nil {
 		d.log.Warn("ignoring malformed split decision", "topic", m.Topic(), "error", err, "payload", truncate(m.Payload()))
@@ -47,9 +68,9 @@ func (d *device) onDecision(m paho.Message) {
 	}
 	c := d.ctl
 	c.mu.Lock()
-	if c.pending != "" && dec.CmdID != c.pending {
+	if pending := c.pending; pending != "" && dec.CmdID != pending {
 		c.mu.Unlock()
-		d.log.Debug("ignoring decision: waiting for the answer to our command", "cmd_id", c.pending, "epoch", dec.Epoch)
+		d.log.Debug("ignoring decision: waiting for the answer to our command", "cmd_id", pending, "epoch", dec.Epoch)
 		return
 	}
 	if dec.GatewayRun == c.gatewayRun && dec.Epoch < c.epoch {
@@ -64,12 +85,12 @@ func (d *device) onDecision(m paho.Message) {
 	if changed {
 		d.log.Info("applying split decision", "split", dec.Split, "mode", dec.Mode, "target_fps", dec.TargetFPS, "epoch", dec.Epoch, "reason", dec.Reason)
 	}
-	d.publishState(d.client)
+	d.publishState(client)
 	d.decidedOne.Do(func() { close(d.decided) })
 }
 
 // onSlowdown changes the emulated slowdown while the device runs.
-func (d *device) onSlowdown(m paho.Message) {
+func (d *device) onSlowdown(client paho.Client, m paho.Message) {
 	if m.Retained() {
 		d.log.Warn("ignoring a retained slowdown command", "topic", m.Topic())
 		return
@@ -79,13 +100,13 @@ func (d *device) onSlowdown(m paho.Message) {
 	if err != nil || !(f >= 1 && f <= 1000) {
 		d.log.Warn("refusing slowdown command", "topic", m.Topic(), "payload", truncate(m.Payload()))
 		b, _ := json.Marshal(wire.ControlError{Topic: m.Topic(), Received: truncate(m.Payload()), Error: "slowdown must be a number from 1 to 1000", TS: time.Now().UTC()})
-		d.client.Publish(wire.ControlErrorTopic(d.cfg.ID), 1, false, b)
+		client.Publish(wire.ControlErrorTopic(d.cfg.ID), 1, false, b)
 		return
 	}
 	d.SetSlowdown(f)
 	d.perf.requestProfile()
 	d.log.Info("emulated slowdown changed", "slowdown", f)
-	d.publishState(d.client)
+	d.publishState(client)
 }
 
 // sendStartCommands sends, once, the target and the manual split the
@@ -97,19 +118,7 @@ func (d *device) sendStartCommands(c paho.Client) {
 		return
 	}
 	d.ctl.sentCmds = true
-	var cmds [][2]string
-	if d.cfg.TargetFPS > 0 {
-		id := newID()
-		b, _ := json.Marshal(map[string]any{"target_fps": d.cfg.TargetFPS, "cmd_id": id})
-		cmds = append(cmds, [2]string{wire.ControlTargetSetTopic(d.cfg.ID), string(b)})
-		d.ctl.pending = id
-	}
-	if d.cfg.Mode == wire.ModeManual {
-		id := newID()
-		b, _ := json.Marshal(map[string]any{"split": d.cfg.Split, "cmd_id": id})
-		cmds = append(cmds, [2]string{wire.ControlSplitSetTopic(d.cfg.ID), string(b)})
-		d.ctl.pending = id
-	}
+	cmds := d.ctl.cmds
 	d.ctl.mu.Unlock()
 	for _, cmd := range cmds {
 		if err := mqttc.Publish(c, cmd[0], 1, false, cmd[1]); err != nil {

@@ -76,7 +76,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		enc:        tasks.MatEncoding{Codec: codec, JPEGQuality: cfg.JPEGQuality},
 		win:        newWindow(cfg.Window),
 		clouds:     newPresence(),
-		ctl:        &controlState{mode: cfg.Mode, target: cfg.TargetFPS},
+		ctl:        newControlState(cfg),
 		perf:       newPerf(pipe.StageNames()),
 		up:         &uplink{},
 		probeTopic: wire.ProbeTopic(cfg.ID),
@@ -191,14 +191,14 @@ func (d *device) onReady(c paho.Client) {
 }
 
 // onMessage runs on its own goroutine for every message (OrderMatters off).
-func (d *device) onMessage(_ paho.Client, m paho.Message) {
+func (d *device) onMessage(c paho.Client, m paho.Message) {
 	topic := m.Topic()
 	switch topic {
 	case wire.ControlSplitTopic(d.cfg.ID):
-		d.onDecision(m)
+		d.onDecision(c, m)
 		return
 	case wire.ControlSlowdownSetTopic(d.cfg.ID):
-		d.onSlowdown(m)
+		d.onSlowdown(c, m)
 		return
 	case wire.ResultTopic(d.cfg.ID):
 		d.onResult(m)
