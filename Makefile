@@ -41,7 +41,7 @@ staticcheck: deps tools
 # gocv's Mat leak profile.
 test: deps tools vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
-	$(GO) test -race -tags matprofile -timeout 30m ./...
+	$(GO) test -race -tags matprofile -count=1 -timeout 30m ./...
 
 # gateway + cloudproc + one device (synthetic source at 30 fps, CPU emulated
 # 12× slower, automatic split, target 25 fps).
