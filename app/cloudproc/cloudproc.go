@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"sort"
 	"strings"
@@ -205,10 +206,7 @@ func (p *proc) snapshot() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stats
-	s.Rejected = make(map[string]int64, len(p.stats.Rejected))
-	for k, v := range p.stats.Rejected {
-		s.Rejected[k] = v
-	}
+	s.Rejected = maps.Clone(p.stats.Rejected)
 	return s
 }
 

@@ -2,6 +2,7 @@ package device
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -104,10 +105,7 @@ func (st *stats) snapshot() Summary {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	s := st.s
-	s.Dropped = make(map[string]int, len(st.s.Dropped))
-	for k, v := range st.s.Dropped {
-		s.Dropped[k] = v
-	}
+	s.Dropped = maps.Clone(st.s.Dropped)
 	if n := len(st.lat); n > 0 {
 		sorted := append([]time.Duration(nil), st.lat...)
 		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })

@@ -294,13 +294,23 @@ func (p *plane) retainedCommand(device string, ev event) bool {
 	return true
 }
 
-func (p *plane) onSplitCommand(id string, ev event) {
+// commandTarget returns the device a command is for, or nil when the
+// command is retained or the device unknown (both answered already).
+func (p *plane) commandTarget(id string, ev event) *dev {
 	if p.retainedCommand(id, ev) {
-		return
+		return nil
 	}
 	d := p.devs[id]
 	if d == nil || d.stages == 0 {
 		p.refuse(id, ev, "unknown device: it has not published its state yet")
+		return nil
+	}
+	return d
+}
+
+func (p *plane) onSplitCommand(id string, ev event) {
+	d := p.commandTarget(id, ev)
+	if d == nil {
 		return
 	}
 	cmd, err := wire.ParseSplitCommand(ev.payload, d.stages-1)
@@ -325,12 +335,8 @@ func (p *plane) onSplitCommand(id string, ev event) {
 }
 
 func (p *plane) onTargetCommand(id string, ev event) {
-	if p.retainedCommand(id, ev) {
-		return
-	}
-	d := p.devs[id]
-	if d == nil || d.stages == 0 {
-		p.refuse(id, ev, "unknown device: it has not published its state yet")
+	d := p.commandTarget(id, ev)
+	if d == nil {
 		return
 	}
 	cmd, err := wire.ParseTargetCommand(ev.payload)
