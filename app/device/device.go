@@ -262,6 +262,7 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 			d.stats.drop(DropWindowFull)
 		}
 		frame, err := src.Read(ctx)
+		captured := time.Now()
 		if err != nil {
 			d.win.release()
 			if errors.Is(err, io.EOF) {
@@ -274,7 +275,7 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
 			d.profile(frame)
 		}
-		d.process(ctx, uint64(n), frame)
+		d.process(ctx, uint64(n), frame, captured)
 	}
 	return nil
 }
@@ -321,8 +322,8 @@ func (d *device) profile(frame gocv.Mat) {
 
 // process runs the local stages on one frame and sends its state. It always
 // either registers the frame in flight or counts it dropped.
-func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
-	captured := time.Now()
+func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat, captured time.Time) {
+	start := time.Now()
 	k := int(d.split.Load()) // a split change applies from a frame boundary
 	st := tasks.NewState(d.cfg.ID, seq)
 	defer st.Close()
@@ -370,11 +371,11 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat) {
 	if filteredAt == "" {
 		d.perf.bytes(k, len(payload), now)
 	}
-	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(next).Name()), payload: payload, captured: captured, sent: now, split: k}
+	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(next).Name()), payload: payload, captured: captured, sent: now}
 	d.win.register(f)
 	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(payload)) })
 	d.publish(f)
-	d.perf.overheadMS(time.Since(captured)-stagesTime, time.Now())
+	d.perf.overheadMS(time.Since(start)-stagesTime, time.Now())
 }
 
 // encodeAt encodes the state for stage next of a frame processed at split k.

@@ -13,7 +13,6 @@ type flight struct {
 	payload  []byte
 	captured time.Time // monotonic: when the frame was captured
 	sent     time.Time // monotonic: last (re)publish
-	split    int
 }
 
 // window tracks the frames in flight, end to end: a slot is taken when a
