@@ -25,6 +25,7 @@ import (
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/wire"
 )
 
 type sample struct {
@@ -163,7 +164,7 @@ func allLocal(frames int, slowdown float64) (sample, error) {
 
 func overMQTT(ctx context.Context, broker string, k, frames int, slowdown float64, codec string, log *slog.Logger) (sample, error) {
 	cfg := device.DefaultConfig()
-	cfg.ID, cfg.Broker, cfg.Split, cfg.Frames = "bench", broker, k, frames
+	cfg.ID, cfg.Broker, cfg.Split, cfg.Mode, cfg.Frames = "bench", broker, k, wire.ModeManual, frames
 	cfg.Source = "synthetic:?fps=0&seed=1"
 	cfg.StatusInterval = 0
 	cfg.MatCodec = codec
