@@ -96,7 +96,7 @@ func envelope(t *testing.T, mutate func(*wire.Envelope)) []byte {
 }
 
 func TestBadInputIsCountedAndHarmsNoOtherDevice(t *testing.T) {
-	broker, _ := startGateway(t)
+	broker, gw := startGateway(t)
 	cloud := startCloud(t, broker, "c1")
 	col := newCollector(t, broker)
 	col.tolerateBad = 1 // the garbage this test sends to the result topic
@@ -131,6 +131,11 @@ func TestBadInputIsCountedAndHarmsNoOtherDevice(t *testing.T) {
 	pub(wire.ResultTopic("good"), []byte(`{"device":"good","run":"other","seq":0,"split":1}`))
 	pub("offload/good/control/split/set", []byte("\x00\xff garbage"))
 	pub(wire.CloudStatusTopic("ghost"), []byte("maybe"))
+	for i := 0; i < 3; i++ { // garbage for the gateway: logged once per kind and device
+		pub(wire.TelemetryTopic("evil"), []byte("{not json"))
+		pub(wire.StateTopic("evil"), []byte(`{"split":99}`))
+		pub(wire.CloudTelemetryTopic("ghost"), []byte("[]"))
+	}
 
 	if code := good.wait(t, 10*time.Minute); code != 0 {
 		t.Fatalf("good device exited %d", code)
@@ -141,6 +146,16 @@ func TestBadInputIsCountedAndHarmsNoOtherDevice(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the good device's results", func() bool { return col.count(sum.run) >= frames })
 	exactlyOnce(t, col.run(t, sum.run), "good", frames)
+
+	gwLogs := gw.stderr.String()
+	for _, kind := range []string{"kind=state", "kind=cloud_telemetry"} {
+		if n := strings.Count(gwLogs, kind); n != 1 {
+			t.Errorf("gateway logged %s %d times, want once:\n%s", kind, n, tail(gwLogs))
+		}
+	}
+	if !strings.Contains(gwLogs, `command refused`) {
+		t.Error("gateway did not refuse the garbage split command")
+	}
 
 	cloud.stop(t)
 	logs := cloud.stderr.String()

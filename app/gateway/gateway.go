@@ -50,7 +50,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 			i := b.Info()
 			log.Info("broker", "clients", i.ClientsConnected, "inflight", i.Inflight,
 				"received", i.MessagesReceived, "sent", i.MessagesSent,
-				"dropped", i.MessagesDropped, "inflight_dropped", i.InflightDropped)
+				"dropped", i.MessagesDropped, "inflight_dropped", i.InflightDropped,
+				"malformed", pl.malformedCounts(), "events_dropped", pl.dropped.Load())
 		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +66,18 @@ type plane struct {
 	dropped atomic.Int64
 	devs    map[string]*dev
 	clouds  map[string]*cloudInfo
+	// Malformed messages, counted per kind and logged once per kind and
+	// device.
+	badMu  sync.Mutex
+	bad    map[string]int64
+	warned map[string]bool
+}
+
+// malformedCounts returns the malformed messages counted per kind.
+func (p *plane) malformedCounts() map[string]int64 {
+	p.badMu.Lock()
+	defer p.badMu.Unlock()
+	return maps.Clone(p.bad)
 }
 
 func newPlane(cfg Config, srv *mqtt.Server, log *slog.Logger) *plane {
@@ -72,6 +86,8 @@ func newPlane(cfg Config, srv *mqtt.Server, log *slog.Logger) *plane {
 		events: make(chan event, 4096),
 		devs:   map[string]*dev{},
 		clouds: map[string]*cloudInfo{},
+		bad:    map[string]int64{},
+		warned: map[string]bool{},
 	}
 }
 
@@ -175,7 +191,7 @@ func (p *plane) handle(ev event) {
 	}
 	device, leaf, err := wire.ParseDeviceTopic(ev.topic)
 	if err != nil {
-		p.log.Warn("ignoring message on a malformed topic", "topic", ev.topic)
+		p.malformed("topic", ev.topic, "", err)
 		return
 	}
 	switch leaf {
@@ -188,6 +204,21 @@ func (p *plane) handle(ev event) {
 	case "telemetry":
 		p.onTelemetry(device, ev)
 	}
+}
+
+// malformed counts a message the gateway cannot use and logs the first one
+// of each kind and device.
+func (p *plane) malformed(kind, topic, device string, err error) {
+	p.badMu.Lock()
+	p.bad[kind]++
+	p.badMu.Unlock()
+	k := kind + "\x00" + device
+	if p.warned[k] || len(p.warned) >= maxDevices {
+		return
+	}
+	p.warned[k] = true
+	p.log.Warn("ignoring malformed message (further ones of this kind and device are only counted)",
+		"kind", kind, "topic", topic, "device", device, "error", err)
 }
 
 func (p *plane) cloud(id string) *cloudInfo {
@@ -211,7 +242,7 @@ func (p *plane) onState(id string, ev event) {
 	}
 	st, err := wire.ParseDeviceState(ev.payload)
 	if err != nil {
-		p.log.Warn("ignoring malformed device state", "topic", ev.topic, "device", id, "error", err)
+		p.malformed("state", ev.topic, id, err)
 		return
 	}
 	d := p.device(id)
@@ -235,7 +266,10 @@ func (p *plane) onState(id string, ev event) {
 func (p *plane) onTelemetry(id string, ev event) {
 	var t wire.Telemetry
 	if err := json.Unmarshal(ev.payload, &t); err != nil || t.Split < 1 || len(t.Stages) == 0 {
-		p.log.Warn("ignoring malformed telemetry", "topic", ev.topic, "device", id, "error", err)
+		if err == nil {
+			err = fmt.Errorf("telemetry without split or stages")
+		}
+		p.malformed("telemetry", ev.topic, id, err)
 		return
 	}
 	d := p.devs[id]
@@ -257,7 +291,7 @@ func (p *plane) onTelemetry(id string, ev event) {
 func (p *plane) onCloudTelemetry(id string, ev event) {
 	var t wire.CloudTelemetry
 	if err := json.Unmarshal(ev.payload, &t); err != nil {
-		p.log.Warn("ignoring malformed cloudproc telemetry", "topic", ev.topic, "error", err)
+		p.malformed("cloud_telemetry", ev.topic, id, err)
 		return
 	}
 	c := p.cloud(id)
