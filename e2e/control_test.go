@@ -137,7 +137,7 @@ func TestControllerFollowsTheDeviceBothWays(t *testing.T) {
 	// bottleneck at split 1.
 	codec := writeFile(t, "calib.toml", "mat_codec = \"jpeg\"\nstatus_interval = \"0s\"\n")
 	var slow, fps6, fps1 float64
-	for _, s := range []float64{8, 16, 32} {
+	for _, s := range []float64{8, 16, 32, 64} {
 		sum6 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "6", "--slowdown", fmt.Sprint(s))
 		sum1 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "1", "--slowdown", fmt.Sprint(s))
 		fps6, fps1 = summaryFPS(t, sum6), summaryFPS(t, sum1)
