@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,21 +108,12 @@ func Load(path string, v any, open ...string) (*File, error) {
 	}
 	f.md = md
 	for _, k := range md.Undecoded() {
-		if len(k) > 0 && contains(open, k[0]) {
+		if len(k) > 0 && slices.Contains(open, k[0]) {
 			continue
 		}
 		return nil, &Error{File: path, Line: f.line(k.String()), Field: k.String(), Msg: unknownMsg(v, k, open)}
 	}
 	return f, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // unknownMsg says that key k is unknown and lists the keys allowed where
@@ -278,7 +270,6 @@ func (f *File) Locate(err error) error {
 // line finds the line that sets a dotted key, following [table] headers.
 // It returns 0 when it cannot tell.
 func (f *File) line(dotted string) int {
-	parts := strings.Split(dotted, ".")
 	sc := bufio.NewScanner(bytes.NewReader(f.text))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	table := ""
@@ -303,7 +294,7 @@ func (f *File) line(dotted string) int {
 		if table != "" {
 			full = table + "." + key
 		}
-		if full == dotted || (len(parts) > 1 && full == strings.Join(parts, ".")) {
+		if full == dotted {
 			return n
 		}
 	}

@@ -140,7 +140,7 @@ func TestControllerFollowsTheDeviceBothWays(t *testing.T) {
 	for _, s := range []float64{8, 16, 32, 64} {
 		sum6 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "6", "--slowdown", fmt.Sprint(s))
 		sum1 := runDevice(t, broker, "-c", codec, "--id", "calib", "--source", "synthetic:?fps=0", "--frames", "150", "--split", "1", "--slowdown", fmt.Sprint(s))
-		fps6, fps1 = summaryFPS(t, sum6), summaryFPS(t, sum1)
+		fps6, fps1 = sum6.fps, sum1.fps
 		t.Logf("calibration at slowdown %g: all-local %.1f fps, split 1 %.1f fps", s, fps6, fps1)
 		if fps1 >= 1.3*fps6 {
 			slow = s
@@ -228,12 +228,6 @@ func TestControllerFollowsTheDeviceBothWays(t *testing.T) {
 		}
 	}
 	t.Logf("measured split:fps every 500 ms: %s", strings.Join(fpsLog, " "))
-}
-
-func summaryFPS(t *testing.T, s summary) float64 {
-	t.Helper()
-	// The device's summary line carries fps=…; parse it from the raw line.
-	return s.fps
 }
 
 // mosq runs a mosquitto client command and returns its combined output.

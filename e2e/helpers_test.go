@@ -354,7 +354,7 @@ func exactlyOnce(t *testing.T, res []result, device string, n int) []result {
 	return out
 }
 
-// lineReader returns the complete lines written so far.
+// lines splits output into its lines.
 func lines(s string) []string {
 	var out []string
 	sc := bufio.NewScanner(strings.NewReader(s))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,19 +47,10 @@ func TestNeedsShipOnlyWhatLaterStagesRead(t *testing.T) {
 	}
 	pa := build(t, true)
 	for i := 1; i < pa.Len(); i++ {
-		if !contains(pa.Needs(i), "frame") {
+		if !slices.Contains(pa.Needs(i), "frame") {
 			t.Errorf("annotate on, into %s: frame not shipped: %v", pa.Stage(i).Name(), pa.Needs(i))
 		}
 	}
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 type fake struct {

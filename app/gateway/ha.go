@@ -110,7 +110,6 @@ func (p *plane) announce(d *dev) {
 	if !p.cfg.HomeAssistant.Enabled || d.stages == 0 {
 		return
 	}
-	d.announced = true
 	p.publish(DiscoveryTopic(p.cfg.HomeAssistant.Prefix, d.id), discovery(d.id, d.state, d.hasTemp), true)
 }
 

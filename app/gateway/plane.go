@@ -45,7 +45,6 @@ type dev struct {
 	sameSplit int  // consecutive telemetry reports at the same split
 	ctrl      *controller.Controller
 	cloudMS   map[string]float64 // last cloud time per stage, from cloudprocs
-	announced bool
 	hasTemp   bool
 }
 
