@@ -230,13 +230,10 @@ func (d *device) onResult(m paho.Message) {
 		d.log.Debug("ignoring result of another run", "topic", m.Topic(), "run", h.Run)
 		return
 	}
-	f, ok := d.win.complete(h.Seq)
-	if !ok {
+	if !d.win.complete(h.Seq, func(f *flight) { d.stats.result(time.Since(f.captured)) }) {
 		d.stats.add(func(s *Summary) { s.Duplicates++ })
 		d.log.Debug("result for a frame not in flight", "seq", h.Seq)
-		return
 	}
-	d.stats.result(time.Since(f.captured))
 }
 
 func truncate(b []byte) string {

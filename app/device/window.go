@@ -90,17 +90,20 @@ func (w *window) register(f *flight) {
 	w.mu.Unlock()
 }
 
-// complete removes the frame whose result arrived; false when it is not in
+// complete removes the frame whose result arrived and runs done on it
+// before the slot is given back, so that whoever waits for an empty window
+// also sees the result counted. It returns false when the frame is not in
 // flight (a duplicate, or a frame already dropped).
-func (w *window) complete(seq uint64) (*flight, bool) {
+func (w *window) complete(seq uint64, done func(*flight)) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f, ok := w.flights[seq]
 	if ok {
 		delete(w.flights, seq)
+		done(f)
 		w.signal()
 	}
-	return f, ok
+	return ok
 }
 
 // stale returns the frames last sent before cutoff and marks them sent now.

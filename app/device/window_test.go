@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,13 +23,13 @@ func TestWindowBlocksUntilAResultFreesASlot(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { done <- w.acquire(ctx) }()
-	if _, ok := w.complete(1); !ok {
+	if !w.complete(1, func(*flight) {}) {
 		t.Fatal("seq 1 not in flight")
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := w.complete(1); ok {
+	if w.complete(1, func(*flight) { t.Error("done ran for a duplicate") }) {
 		t.Error("a second result completed seq 1 again")
 	}
 }
@@ -45,7 +46,7 @@ func TestWindowEvictsOldest(t *testing.T) {
 	if ev == nil || ev.seq != 3 {
 		t.Fatalf("evicted %+v, want seq 3", ev)
 	}
-	if _, ok := w.complete(3); ok {
+	if w.complete(3, func(*flight) { t.Error("done ran for an evicted frame") }) {
 		t.Error("an evicted frame's late result completed it")
 	}
 	w.release()
@@ -78,5 +79,31 @@ func TestPercentiles(t *testing.T) {
 	s := st.snapshot()
 	if s.LatencyP50 != 50*time.Millisecond || s.LatencyP99 != 99*time.Millisecond || s.Results != 100 {
 		t.Errorf("p50 %v p99 %v results %d", s.LatencyP50, s.LatencyP99, s.Results)
+	}
+}
+
+// The drain waits for an empty window and then reads the counters: a
+// result must be counted before its slot frees the window.
+func TestCompleteCountsBeforeTheWindowEmpties(t *testing.T) {
+	w := newWindow(1)
+	_ = w.acquire(context.Background())
+	w.register(&flight{seq: 7})
+	var mu sync.Mutex
+	counted := false
+	emptied := make(chan bool)
+	go func() {
+		w.waitEmpty(context.Background())
+		mu.Lock()
+		defer mu.Unlock()
+		emptied <- counted
+	}()
+	w.complete(7, func(*flight) {
+		time.Sleep(20 * time.Millisecond) // a slow counter must still win
+		mu.Lock()
+		counted = true
+		mu.Unlock()
+	})
+	if !<-emptied {
+		t.Error("the window emptied before the result was counted")
 	}
 }
