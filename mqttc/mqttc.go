@@ -86,8 +86,16 @@ func Connect(ctx context.Context, o Options) (paho.Client, error) {
 	if o.Handler != nil {
 		po.SetDefaultPublishHandler(o.Handler)
 	}
+	var gate *resumeGate
+	if !o.Clean {
+		gate = newResumeGate(1) // ConnectRetry is on: Connect lists the store once first
+		po.SetStore(gate)
+	}
 	po.SetOnConnectHandler(func(c paho.Client) {
 		// paho runs this on its own goroutine: waiting here is safe.
+		if gate != nil {
+			gate.wait(Timeout)
+		}
 		if len(o.Subscriptions) > 0 {
 			tok := c.SubscribeMultiple(o.Subscriptions, o.Handler)
 			if !tok.WaitTimeout(Timeout) || tok.Error() != nil {
