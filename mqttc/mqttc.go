@@ -1,15 +1,38 @@
 // Package mqttc sets up paho MQTT clients the way every splitpoint process
 // needs them: handlers off the network loop, subscriptions made in OnConnect
-// (so they come back after a reconnect), and every wait bounded.
+// (so they come back after a reconnect), every wait bounded, and a client
+// that never stops reconnecting by itself.
+//
+// Failure rules (issue 6):
+//   - Nothing here calls paho's Disconnect to force a reconnect: Disconnect
+//     ends paho's auto-reconnect for good. A connection that must be
+//     redone (its subscriptions failed) is closed underneath paho instead,
+//     which paho handles as a lost connection and redials with its backoff.
+//   - A SUBACK that refuses a filter (return code 0x80) is a failure. On the
+//     first connection Connect returns an *RefusedError; on a later one the
+//     client logs the error and reconnects with backoff (the broker's ACL
+//     may have been reloaded).
+//   - A client whose connection the broker closes TakeoverLimit times
+//     within TakeoverWindow is being kicked by another client using the
+//     same client id. The client logs "another client may be using client
+//     id X" from the second such close on, and at the limit gives up: it
+//     disconnects for good, and Done is closed with an *IDConflictError.
+//     Takeovers alternate (each connect kicks the other process), so the
+//     process that was connected first reaches the limit first: the older
+//     process exits and the newer keeps running.
 package mqttc
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -17,6 +40,12 @@ import (
 
 // Timeout bounds every wait on a paho token.
 const Timeout = 10 * time.Second
+
+// Defaults for the client-id conflict detector.
+const (
+	DefaultTakeoverLimit  = 5
+	DefaultTakeoverWindow = 60 * time.Second
+)
 
 // Will is a last-will message.
 type Will struct {
@@ -43,8 +72,59 @@ type Options struct {
 	Handler paho.MessageHandler
 	// OnReady runs after the subscriptions of each connect are acknowledged.
 	OnReady func(paho.Client)
-	Log     *slog.Logger
+	// TakeoverLimit is how many times the broker may close the connection
+	// within TakeoverWindow before the client gives up (see the package
+	// doc). 0 takes DefaultTakeoverLimit; negative never gives up.
+	TakeoverLimit int
+	// TakeoverWindow is the window of TakeoverLimit; 0 takes
+	// DefaultTakeoverWindow.
+	TakeoverWindow time.Duration
+	Log            *slog.Logger
 }
+
+// RefusedError is a SUBACK that refused one or more filters.
+type RefusedError struct {
+	ClientID string
+	Filters  []string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("broker refused subscription to %s for client id %s (SUBACK 0x80): the broker does not allow this client to read it",
+		strings.Join(e.Filters, ", "), e.ClientID)
+}
+
+// IDConflictError says that the broker kept closing the connection: another
+// client is very likely connected with the same client id.
+type IDConflictError struct {
+	ClientID string
+	Closes   int
+	Window   time.Duration
+}
+
+func (e *IDConflictError) Error() string {
+	return fmt.Sprintf("another client may be using client id %s: the broker closed this client's connection %d times within %v; giving up so that the other one keeps running",
+		e.ClientID, e.Closes, e.Window)
+}
+
+// Client is a paho client that reconnects by itself after any failure
+// until Close, or until it gives up on a client-id conflict (Done).
+type Client struct {
+	paho.Client
+	o   Options
+	log *slog.Logger
+
+	mu       sync.Mutex
+	conn     net.Conn // the current network connection
+	closes   []time.Time
+	first    chan error // the first connect's outcome, then nil
+	done     chan struct{}
+	err      error
+	doneOnce sync.Once
+}
+
+// testHookBeforeSubscribe, when set by a test, runs in OnConnect before the
+// subscriptions are sent.
+var testHookBeforeSubscribe func(clientID string)
 
 // ValidateBroker checks a broker URL: tcp://host:port or mqtt://host:port.
 func ValidateBroker(s string) error {
@@ -55,12 +135,21 @@ func ValidateBroker(s string) error {
 	return nil
 }
 
-// Connect connects, retrying until ctx ends; the client then reconnects by
-// itself whenever the connection drops.
-func Connect(ctx context.Context, o Options) (paho.Client, error) {
-	log := o.Log
-	if log == nil {
-		log = slog.Default()
+// Connect connects, retrying until ctx ends, and returns once the first
+// connection's subscriptions are acknowledged and OnReady has run. The
+// client then reconnects by itself whenever the connection drops. A
+// refused subscription on the first connection returns a *RefusedError.
+func Connect(ctx context.Context, o Options) (*Client, error) {
+	first := make(chan error, 1)
+	c := &Client{o: o, log: o.Log, first: first, done: make(chan struct{})}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.o.TakeoverLimit == 0 {
+		c.o.TakeoverLimit = DefaultTakeoverLimit
+	}
+	if c.o.TakeoverWindow <= 0 {
+		c.o.TakeoverWindow = DefaultTakeoverWindow
 	}
 	po := paho.NewClientOptions().
 		AddBroker(strings.Replace(o.Broker, "mqtt://", "tcp://", 1)).
@@ -76,7 +165,8 @@ func Connect(ctx context.Context, o Options) (paho.Client, error) {
 		SetWriteTimeout(Timeout).
 		SetConnectTimeout(Timeout).
 		SetAutoAckDisabled(o.ManualAck).
-		SetResumeSubs(false)
+		SetResumeSubs(false).
+		SetCustomOpenConnectionFn(c.dial)
 	if o.Username != "" {
 		po.SetUsername(o.Username).SetPassword(o.Password)
 	}
@@ -91,47 +181,171 @@ func Connect(ctx context.Context, o Options) (paho.Client, error) {
 		gate = newResumeGate(1) // ConnectRetry is on: Connect lists the store once first
 		po.SetStore(gate)
 	}
-	po.SetOnConnectHandler(func(c paho.Client) {
+	po.SetOnConnectHandler(func(pc paho.Client) {
 		// paho runs this on its own goroutine: waiting here is safe.
 		if gate != nil {
 			gate.wait(Timeout)
 		}
-		if len(o.Subscriptions) > 0 {
-			tok := c.SubscribeMultiple(o.Subscriptions, o.Handler)
-			if !tok.WaitTimeout(Timeout) || tok.Error() != nil {
-				log.Error("subscribe failed; reconnecting", "filters", keys(o.Subscriptions), "error", tokErr(tok))
-				c.Disconnect(0)
-				return
-			}
-			if st, ok := tok.(*paho.SubscribeToken); ok {
-				for f, code := range st.Result() {
-					if code == 0x80 {
-						log.Error("broker refused subscription", "filter", f)
-					}
-				}
-			}
-		}
-		log.Debug("connected", "broker", o.Broker, "client", o.ClientID)
-		if o.OnReady != nil {
-			o.OnReady(c)
-		}
+		c.onConnect(pc)
 	})
-	po.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		log.Warn("connection lost; reconnecting", "broker", o.Broker, "error", err)
-	})
-	c := paho.NewClient(po)
-	tok := c.Connect()
+	po.SetConnectionLostHandler(func(_ paho.Client, err error) { c.onLost(err) })
+	c.Client = paho.NewClient(po)
+	tok := c.Client.Connect()
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
+			c.Client.Disconnect(0)
 			return nil, fmt.Errorf("connect to %s: %w", o.Broker, err)
 		}
 	case <-ctx.Done():
-		c.Disconnect(0)
+		c.Client.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	select {
+	case err := <-first:
+		if err != nil {
+			c.Client.Disconnect(0)
+			return nil, err
+		}
+	case <-c.done:
+		return nil, c.err
+	case <-ctx.Done():
+		c.Client.Disconnect(0)
 		return nil, ctx.Err()
 	}
 	return c, nil
 }
+
+// dial opens the network connection for paho and remembers it, so that a
+// failed connection can be closed underneath paho (see the package doc).
+func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	d := net.Dialer{Timeout: o.ConnectTimeout}
+	conn, err := d.Dial("tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	return conn, nil
+}
+
+// redo closes the current connection; paho sees a lost connection and
+// reconnects with its backoff.
+func (c *Client) redo() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+// onConnect makes the subscriptions of a new connection, then runs
+// OnReady. Any failure redoes the connection.
+func (c *Client) onConnect(pc paho.Client) {
+	if h := testHookBeforeSubscribe; h != nil {
+		h(c.o.ClientID)
+	}
+	if len(c.o.Subscriptions) > 0 {
+		tok := pc.SubscribeMultiple(c.o.Subscriptions, c.o.Handler)
+		if !tok.WaitTimeout(Timeout) || tok.Error() != nil {
+			c.log.Warn("subscribe failed; reconnecting", "filters", keys(c.o.Subscriptions), "client", c.o.ClientID, "error", tokErr(tok))
+			c.redo()
+			return
+		}
+		if st, ok := tok.(*paho.SubscribeToken); ok {
+			var refused []string
+			for f, code := range st.Result() {
+				if code == 0x80 {
+					refused = append(refused, f)
+				}
+			}
+			if len(refused) > 0 {
+				sort.Strings(refused)
+				err := &RefusedError{ClientID: c.o.ClientID, Filters: refused}
+				if c.report(err) {
+					return // Connect returns the error
+				}
+				c.log.Error("subscription refused; reconnecting", "error", err)
+				c.redo()
+				return
+			}
+		}
+	}
+	c.log.Debug("connected", "broker", c.o.Broker, "client", c.o.ClientID)
+	if c.o.OnReady != nil {
+		c.o.OnReady(pc)
+	}
+	c.report(nil)
+}
+
+// report hands the first connection's outcome to Connect; false when
+// Connect has returned already.
+func (c *Client) report(err error) bool {
+	c.mu.Lock()
+	ch := c.first
+	c.first = nil
+	c.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	ch <- err
+	return true
+}
+
+// onLost counts connections the broker closed and gives up at the limit.
+func (c *Client) onLost(err error) {
+	c.log.Warn("connection lost; reconnecting", "broker", c.o.Broker, "client", c.o.ClientID, "error", err)
+	if !errors.Is(err, io.EOF) || c.o.TakeoverLimit < 0 {
+		return // not closed by the broker (or closed by us)
+	}
+	now := time.Now()
+	c.mu.Lock()
+	kept := c.closes[:0]
+	for _, t := range c.closes {
+		if now.Sub(t) < c.o.TakeoverWindow {
+			kept = append(kept, t)
+		}
+	}
+	c.closes = append(kept, now)
+	n := len(c.closes)
+	c.mu.Unlock()
+	if n >= 2 {
+		c.log.Warn(fmt.Sprintf("another client may be using client id %s", c.o.ClientID),
+			"closes_by_broker", n, "window", c.o.TakeoverWindow, "limit", c.o.TakeoverLimit)
+	}
+	if n >= c.o.TakeoverLimit {
+		c.fail(&IDConflictError{ClientID: c.o.ClientID, Closes: n, Window: c.o.TakeoverWindow})
+	}
+}
+
+// fail gives up for good: it stops reconnecting and closes Done.
+func (c *Client) fail(err error) {
+	c.doneOnce.Do(func() {
+		c.err = err
+		c.log.Error("giving up the connection", "error", err)
+		go c.Client.Disconnect(0) // not on paho's goroutine that called us
+		close(c.done)
+	})
+}
+
+// Done is closed when the client has given up for good (Err says why). A
+// client that is only reconnecting is not done.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why Done was closed, or nil.
+func (c *Client) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close disconnects for good, waiting at most quiesce for pending work.
+func (c *Client) Close(quiesce uint) { c.Client.Disconnect(quiesce) }
 
 // Publish publishes and waits, at most Timeout, for the broker's
 // acknowledgement (QoS 1) or the write (QoS 0).
@@ -158,5 +372,6 @@ func keys(m map[string]byte) []string {
 	for k := range m {
 		out = append(out, k)
 	}
+	sort.Strings(out)
 	return out
 }
