@@ -51,25 +51,3 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	}
 	return h.policy.Allow(cl.ID, string(cl.Properties.Username), topic, write)
 }
-
-// dropHook logs every message the broker drops for a client.
-type dropHook struct {
-	mqtt.HookBase
-	log interface {
-		Warn(msg string, args ...any)
-	}
-}
-
-func (h *dropHook) ID() string { return "splitpoint-drops" }
-
-func (h *dropHook) Provides(b byte) bool {
-	return b == mqtt.OnPublishDropped || b == mqtt.OnQosDropped
-}
-
-func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.log.Warn("broker dropped a message: client's queue is full", "client", cl.ID, "topic", pk.TopicName)
-}
-
-func (h *dropHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.log.Warn("broker dropped an unacknowledged message", "client", cl.ID, "topic", pk.TopicName)
-}

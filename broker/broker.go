@@ -1,6 +1,28 @@
 // Package broker embeds the mochi MQTT broker with splitpoint's settings and
 // hooks: an access hook that refuses what its Policy does not allow (deny by
-// default), and a hook that logs what the broker drops.
+// default), and a session hook that bounds what the broker keeps for
+// clients that went away (Limits), counts what it discards and the client
+// id takeovers (SessionStats, also published on SysSessionsTopic), and
+// rate-limits the logging of drops and takeovers.
+//
+// Everything this package keeps grows with clients, and each is bounded:
+//   - sessionHook.sessions: one entry per connected client holding
+//     unacknowledged QoS 1/2 messages, plus at most
+//     Limits.MaxOfflineSessions offline sessions (the oldest is deleted when
+//     one more client goes away). mochi's own client map holds the same
+//     offline sessions, deleted with them, or at Limits.Expiry.
+//   - a session's message list mirrors mochi's Inflight store of that
+//     client: at most MaximumInflight (max(8192, MaxMessages+1)) messages,
+//     and for an offline session at most Limits.MaxMessages and
+//     Limits.MaxBytes queued bytes; all offline sessions together hold at
+//     most Limits.MaxBytesTotal.
+//   - the log limiters remember at most 1024 keys each (client ids for
+//     takeovers; a handful of fixed kinds for drops and mochi's warnings).
+//
+// Not bounded here: the messages mochi queues for an *online* client that
+// does not read (up to MaximumClientWritesPending, 8192, until the
+// keepalive timeout closes a dead connection), and the number of connected
+// clients (MaximumClients).
 package broker
 
 import (
@@ -9,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -33,13 +56,17 @@ type Config struct {
 	// Nil means anonymous access for everyone, which AllowAnonymous must
 	// allow.
 	Policy Policy
+	// Sessions bounds what the broker keeps for clients that went away;
+	// zero fields take the defaults.
+	Sessions Limits
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv  *mqtt.Server
-	tcp  *listeners.TCP
-	addr string
+	srv      *mqtt.Server
+	tcp      *listeners.TCP
+	addr     string
+	sessions *sessionHook
 }
 
 // IsLoopback reports whether a listen address binds only loopback.
@@ -80,19 +107,34 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if cfg.MaxMessageBytes <= 0 {
 		return nil, errors.New("max message bytes must be positive")
 	}
+	lim, err := cfg.Sessions.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumMessageExpiryInterval = 0 // retained control/status messages never expire
+	// Never use MaximumMessageExpiryInterval to bound queues: it also
+	// deletes retained messages. Retained control/status messages never
+	// expire.
+	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumPacketSize = uint32(cfg.MaxMessageBytes + Overhead)
+	// mochi deletes a client offline this long (OnClientExpired then
+	// unsubscribes it, which mochi does not).
+	caps.MaximumSessionExpiryInterval = uint32(lim.Expiry / time.Second)
+	// A backstop above the session hook's per-session count cap, so that
+	// mochi never refuses (newest first) what the hook evicts oldest first.
+	caps.MaximumInflight = uint16(max(minInflight, lim.MaxMessages+1))
+	mochiLog := slog.New(quietHandler{Handler: log.Handler(), lim: newLimiter(dropLogEvery)}).With("component", "broker")
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,
-		Logger:       log.With("component", "broker"),
+		Logger:       mochiLog,
 	})
 	if err := srv.AddHook(&accessHook{policy: policy}, nil); err != nil {
 		return nil, err
 	}
-	if err := srv.AddHook(&dropHook{log: log}, nil); err != nil {
+	sessions := newSessionHook(srv, lim, log.With("component", "broker"))
+	if err := srv.AddHook(sessions, nil); err != nil {
 		return nil, err
 	}
 	tcp := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "tcp", Address: cfg.Listen})
@@ -103,7 +145,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		_ = srv.Close()
 		return nil, err
 	}
-	return &Broker{srv: srv, tcp: tcp, addr: tcp.Address()}, nil
+	return &Broker{srv: srv, tcp: tcp, addr: tcp.Address(), sessions: sessions}, nil
 }
 
 // Addr is the address the listener is bound to (with the real port).
@@ -114,6 +156,18 @@ func (b *Broker) Server() *mqtt.Server { return b.srv }
 
 // Info returns a snapshot of the broker's counters.
 func (b *Broker) Info() *system.Info { return b.srv.Info.Clone() }
+
+// SessionStats returns what the broker keeps for offline sessions now, what
+// it discarded by limit, and the takeovers it counted. The broker also
+// publishes them, as JSON, on SysSessionsTopic.
+func (b *Broker) SessionStats() SessionStats { return b.sessions.stats() }
+
+// Session describes the session of one client id, if the broker holds
+// messages for it or it is offline.
+func (b *Broker) Session(clientID string) (SessionInfo, bool) { return b.sessions.session(clientID) }
+
+// Limits returns the session limits in force (the defaults filled in).
+func (b *Broker) Limits() Limits { return b.sessions.lim }
 
 // Close stops the listener and disconnects every client.
 func (b *Broker) Close() error { return b.srv.Close() }

@@ -43,6 +43,21 @@ type Config struct {
 	MaxMessageBytes int `toml:"max_message_bytes"`
 	// DefaultTargetFPS is the target of a device that never set one.
 	DefaultTargetFPS float64 `toml:"default_target_fps"`
+	// SessionExpiry: a persistent session whose client has been gone this
+	// long is deleted, with its subscriptions and queued messages.
+	SessionExpiry config.Duration `toml:"session_expiry"`
+	// MaxQueuedMessages bounds the messages kept for one offline session;
+	// the oldest are discarded first.
+	MaxQueuedMessages int `toml:"max_queued_messages"`
+	// MaxQueuedBytes bounds the bytes kept for one offline session (topic,
+	// payload and 1 KiB of bookkeeping per message); oldest first.
+	MaxQueuedBytes int64 `toml:"max_queued_bytes"`
+	// MaxQueuedBytesTotal bounds the bytes kept for all offline sessions
+	// together; the oldest message of any of them goes first.
+	MaxQueuedBytesTotal int64 `toml:"max_queued_bytes_total"`
+	// MaxOfflineSessions bounds the offline sessions kept; the one offline
+	// the longest is deleted first.
+	MaxOfflineSessions int `toml:"max_offline_sessions"`
 	// StatsInterval is how often broker counters are logged; 0 disables.
 	StatsInterval config.Duration `toml:"stats_interval"`
 	// LogLevel is debug, info, warn or error.
@@ -51,14 +66,39 @@ type Config struct {
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
 }
 
+// SessionLimits are the broker's limits for offline sessions.
+func (c *Config) SessionLimits() broker.Limits {
+	return broker.Limits{
+		Expiry:             c.SessionExpiry.D(),
+		MaxMessages:        c.MaxQueuedMessages,
+		MaxBytes:           c.MaxQueuedBytes,
+		MaxBytesTotal:      c.MaxQueuedBytesTotal,
+		MaxOfflineSessions: c.MaxOfflineSessions,
+	}
+}
+
+// Ranges of the session limits.
+const (
+	maxSessionExpiry   = 8760 * time.Hour // a year
+	minQueuedBytes     = 64 << 10         // below this a typo ("32" for 32 MiB) is likelier than intent
+	maxQueuedBytes     = 1 << 40
+	maxOfflineSessions = 100000
+)
+
 // DefaultConfig returns the defaults, equal to configs/gateway.toml.
 func DefaultConfig() Config {
 	return Config{
 		Listen:           "127.0.0.1:1883",
 		MaxMessageBytes:  wire.DefaultMaxMessageBytes,
 		DefaultTargetFPS: 15,
-		StatsInterval:    config.Duration(60 * time.Second),
-		LogLevel:         "info",
+		// Sized for a Raspberry Pi with 1 GB of RAM (see broker.Default*).
+		SessionExpiry:       config.Duration(broker.DefaultSessionExpiry),
+		MaxQueuedMessages:   broker.DefaultMaxQueuedMessages,
+		MaxQueuedBytes:      broker.DefaultMaxQueuedBytes,
+		MaxQueuedBytesTotal: broker.DefaultMaxQueuedBytesAll,
+		MaxOfflineSessions:  broker.DefaultMaxOfflineSessions,
+		StatsInterval:       config.Duration(60 * time.Second),
+		LogLevel:            "info",
 		Control: Control{
 			Period:    config.Duration(2 * time.Second),
 			Margin:    0.10,
@@ -87,6 +127,16 @@ func (c *Config) Validate() error {
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case !(c.DefaultTargetFPS > 0 && c.DefaultTargetFPS <= wire.MaxTargetFPS):
 		return config.Errorf("default_target_fps", "must be > 0 and ≤ %d (got %g)", wire.MaxTargetFPS, c.DefaultTargetFPS)
+	case c.SessionExpiry.D() < time.Second || c.SessionExpiry.D() > maxSessionExpiry || c.SessionExpiry.D()%time.Second != 0:
+		return config.Errorf("session_expiry", "must be whole seconds from 1s to 8760h (got %v)", c.SessionExpiry.D())
+	case c.MaxQueuedMessages < 1 || c.MaxQueuedMessages > broker.MaxQueuedMessagesLimit:
+		return config.Errorf("max_queued_messages", "must be 1..%d (got %d)", broker.MaxQueuedMessagesLimit, c.MaxQueuedMessages)
+	case c.MaxQueuedBytesTotal < minQueuedBytes || c.MaxQueuedBytesTotal > maxQueuedBytes:
+		return config.Errorf("max_queued_bytes_total", "must be %d..%d (got %d)", minQueuedBytes, int64(maxQueuedBytes), c.MaxQueuedBytesTotal)
+	case c.MaxQueuedBytes < minQueuedBytes || c.MaxQueuedBytes > c.MaxQueuedBytesTotal:
+		return config.Errorf("max_queued_bytes", "must be %d..max_queued_bytes_total (%d) (got %d)", minQueuedBytes, c.MaxQueuedBytesTotal, c.MaxQueuedBytes)
+	case c.MaxOfflineSessions < 1 || c.MaxOfflineSessions > maxOfflineSessions:
+		return config.Errorf("max_offline_sessions", "must be 1..%d (got %d)", maxOfflineSessions, c.MaxOfflineSessions)
 	case c.StatsInterval < 0:
 		return config.Errorf("stats_interval", "must not be negative")
 	case k.Period.D() < 100*time.Millisecond:

@@ -1,9 +1,15 @@
 package gateway
 
 import (
+	"context"
+	"log/slog"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/splitpoint/splitpoint/broker"
 	"github.com/splitpoint/splitpoint/config"
 )
 
@@ -18,5 +24,86 @@ func TestShippedConfigEqualsDefaults(t *testing.T) {
 	}
 	if want := DefaultConfig(); !reflect.DeepEqual(got, want) || !reflect.DeepEqual(got2, want) {
 		t.Errorf("configs/gateway.toml differs from the defaults:\n file %+v\n defaults %+v", got2, want)
+	}
+}
+
+func TestSessionLimitsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.SessionExpiry = config.Duration(1500 * time.Millisecond) }, "session_expiry: must be whole seconds from 1s to 8760h (got 1.5s)"},
+		{func(c *Config) { c.SessionExpiry = 0 }, "session_expiry: must be whole seconds from 1s to 8760h (got 0s)"},
+		{func(c *Config) { c.MaxQueuedMessages = 0 }, "max_queued_messages: must be 1..65000 (got 0)"},
+		{func(c *Config) { c.MaxQueuedMessages = 65001 }, "max_queued_messages: must be 1..65000 (got 65001)"},
+		{func(c *Config) { c.MaxQueuedBytes = 32 }, "max_queued_bytes: must be 65536..max_queued_bytes_total (134217728) (got 32)"},
+		{func(c *Config) { c.MaxQueuedBytes = c.MaxQueuedBytesTotal + 1 }, "max_queued_bytes: must be 65536..max_queued_bytes_total (134217728) (got 134217729)"},
+		{func(c *Config) { c.MaxQueuedBytesTotal = 1 << 41 }, "max_queued_bytes_total: must be 65536..1099511627776 (got 2199023255552)"},
+		{func(c *Config) { c.MaxOfflineSessions = 0 }, "max_offline_sessions: must be 1..100000 (got 0)"},
+	} {
+		c := DefaultConfig()
+		tc.set(&c)
+		if err := c.Validate(); err == nil || err.Error() != tc.want {
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := broker.Limits{Expiry: time.Hour, MaxMessages: 1000, MaxBytes: 32 << 20, MaxBytesTotal: 128 << 20, MaxOfflineSessions: 256}
+	if got := c.SessionLimits(); got != want {
+		t.Errorf("limits %+v, want %+v", got, want)
+	}
+}
+
+// syncBuf is a goroutine-safe buffer.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestBrokerLineHasSessionCounters(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.StatsInterval = config.Duration(20 * time.Millisecond)
+	logs, out := &syncBuf{}, &syncBuf{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, out, slog.New(slog.NewTextHandler(logs, nil))) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "msg=broker ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no broker line:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, k := range []string{" offline_sessions=0 ", " queued=0 ", " queued_bytes=0 ", " discarded.count_cap=0 ", " discarded.byte_cap=0 ",
+		" discarded.total_cap=0 ", " discarded.expired=0 ", " discarded.session_cap=0 ", " discarded.bytes=0 ", " sessions_expired=0 ",
+		" sessions_evicted=0 ", " takeovers=0 "} {
+		if !strings.Contains(logs.String(), k) {
+			t.Errorf("broker line lacks %q:\n%s", k, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "session_expiry=1h0m0s max_queued_messages=1000 max_queued_bytes=33554432 max_queued_bytes_total=134217728 max_offline_sessions=256") {
+		t.Errorf("the start line lacks the session limits:\n%s", logs.String())
 	}
 }
