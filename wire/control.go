@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -134,10 +135,26 @@ func ParseSplitCommand(b []byte, maxSplit int) (SplitCommand, error) {
 	}
 }
 
+// decimalRe is the only number form commands accept: plain decimal digits
+// with an optional fraction. Go's ParseFloat alone would also take "1_000",
+// "Inf", "NaN", "1e1", "+3", "3." and ".5".
+var decimalRe = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,9})?$`)
+
+// ParseDecimal parses a number as commands accept it: ^[0-9]+(\.[0-9]+)?$
+// (at most nine digits on each side of the point).
+func ParseDecimal(s string) (float64, error) {
+	if !decimalRe.MatchString(s) {
+		return 0, fmt.Errorf("%q is not a plain decimal number (want digits, optionally a point and digits, e.g. 12 or 12.5)", truncate(s, 40))
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
 func parseSplit(s string, maxSplit int) (int, error) {
-	k, err := strconv.Atoi(s)
-	if f, ferr := strconv.ParseFloat(s, 64); err != nil && ferr == nil && f == math.Trunc(f) && math.Abs(f) < 1e6 {
-		k, err = int(f), nil // "3.0", as some clients send a whole number
+	// A whole number, also written "3.0" as some clients send one.
+	f, err := ParseDecimal(s)
+	k := int(f)
+	if err == nil && f != math.Trunc(f) {
+		err = errors.New("not whole")
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a split (want a whole number 1..%d, auto or manual)", truncate(s, 40), maxSplit)
@@ -163,22 +180,25 @@ func ParseTargetCommand(b []byte) (TargetCommand, error) {
 	var c TargetCommand
 	if strings.HasPrefix(text, "{") {
 		var raw struct {
-			FPS   *float64 `json:"target_fps"`
-			CmdID string   `json:"cmd_id"`
+			FPS   *json.Number `json:"target_fps"`
+			CmdID string       `json:"cmd_id"`
 		}
 		dec := json.NewDecoder(strings.NewReader(text))
+		dec.UseNumber()
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&raw); err != nil || raw.FPS == nil {
 			return c, fmt.Errorf(`not a target command (want a number or {"target_fps":F}): %v`, err)
 		}
-		c.FPS, c.CmdID = *raw.FPS, raw.CmdID
-	} else {
-		v, err := strconv.ParseFloat(text, 64)
-		if err != nil {
-			return c, fmt.Errorf("%q is not a number of frames per second", truncate(text, 40))
+		if len(raw.CmdID) > 64 {
+			return c, errors.New("cmd_id longer than 64 characters")
 		}
-		c.FPS = v
+		text, c.CmdID = raw.FPS.String(), raw.CmdID
 	}
+	v, err := ParseDecimal(text)
+	if err != nil {
+		return c, fmt.Errorf("target: %v", err)
+	}
+	c.FPS = v
 	if !(c.FPS > 0 && c.FPS <= MaxTargetFPS) || math.IsInf(c.FPS, 0) {
 		return c, fmt.Errorf("target %g fps out of range (want > 0 and ≤ %d)", c.FPS, MaxTargetFPS)
 	}

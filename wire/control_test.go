@@ -26,7 +26,9 @@ func TestParseSplitCommand(t *testing.T) {
 		}
 	}
 	for in, why := range map[string]string{
-		"0": "out of range", "7": "out of range", "-1": "out of range", "hello": "not a split", "": "not a split",
+		"0": "out of range", "7": "out of range", "-1": "not a split",
+		"1_000": "not a split", "Inf": "not a split", "NaN": "not a split", "1e1": "not a split", "+3": "not a split",
+		"3.": "not a split", ".5": "not a split", "0x3": "not a split", `{"split":3e0}`: "not a split", `{"split":-0}`: "not a split", "hello": "not a split", "": "not a split",
 		"2.5": "not a split", `{"split":"x"}`: "not a split command", `{"split":9}`: "out of range",
 		`{"mode":"fast"}`: "needs", `{}`: "needs", `{"split":2,"mode":"auto"}`: "contradicts", `{"speed":1}`: "unknown field",
 		"AUTO": "not a split", "\x00\xff": "not a split",
@@ -43,7 +45,8 @@ func TestParseTargetCommand(t *testing.T) {
 			t.Errorf("%q: %+v %v", in, got, err)
 		}
 	}
-	for _, in := range []string{"0", "-3", "1001", "NaN", "Inf", "fast", `{"fps":3}`, `{}`, ""} {
+	for _, in := range []string{"0", "-3", "1001", "NaN", "Inf", "fast", `{"fps":3}`, `{}`, "",
+		"1_000", "1e1", "+3", "3.", ".5", " 5 x", "0x10", `{"target_fps":1e1}`, `{"target_fps":-2}`} {
 		if _, err := wire.ParseTargetCommand([]byte(in)); err == nil {
 			t.Errorf("%q accepted", in)
 		}
@@ -86,5 +89,20 @@ func TestControlTopics(t *testing.T) {
 	}
 	if _, err := wire.ParseCloudTelemetryTopic("offload/_cloud/Bad/telemetry"); err == nil {
 		t.Error("invalid cloudproc id accepted")
+	}
+}
+
+// Commands take plain decimals only: what users of other MQTT tools expect,
+// not everything Go's ParseFloat accepts.
+func TestParseDecimal(t *testing.T) {
+	for in, want := range map[string]float64{"0": 0, "12": 12, "12.5": 12.5, "007": 7, "1.000": 1} {
+		if got, err := wire.ParseDecimal(in); err != nil || got != want {
+			t.Errorf("%q: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "1_000", "Inf", "+Inf", "NaN", "1e1", "+3", "-3", "3.", ".5", "0x1p4", " 3", "3 ", "1,5", "1234567890"} {
+		if v, err := wire.ParseDecimal(in); err == nil {
+			t.Errorf("%q accepted as %v", in, v)
+		}
 	}
 }

@@ -17,6 +17,11 @@ type ResultHead struct {
 	FilteredAt *string   `json:"filtered_at"`
 	Split      int       `json:"split"`
 	CaptureTS  time.Time `json:"capture_ts"`
+	// Error, when set, says that the cloud could not process the frame (a
+	// stage failed on it): the result carries no pipeline fields and the
+	// device counts the frame as dropped (cloud_error) instead of
+	// resending it forever.
+	Error string `json:"error,omitempty"`
 }
 
 // MaxResultBytes bounds a result a device accepts.
@@ -33,7 +38,7 @@ func MarshalResult(h ResultHead, app json.RawMessage) ([]byte, error) {
 			return nil, fmt.Errorf("pipeline result is not a JSON object: %w", err)
 		}
 	}
-	for _, k := range []string{"device", "run", "seq", "filtered_at", "split", "capture_ts"} {
+	for _, k := range []string{"device", "run", "seq", "filtered_at", "split", "capture_ts", "error"} {
 		if _, ok := appFields[k]; ok {
 			return nil, fmt.Errorf("pipeline result uses the framework's key %q", k)
 		}
@@ -74,6 +79,9 @@ func MarshalResult(h ResultHead, app json.RawMessage) ([]byte, error) {
 	if err := put("capture_ts", h.CaptureTS.UTC().Format(time.RFC3339Nano)); err != nil {
 		return nil, err
 	}
+	if h.Error != "" {
+		_ = put("error", h.Error)
+	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
@@ -91,6 +99,7 @@ func ParseResultHead(b []byte) (ResultHead, error) {
 		FilteredAt *string    `json:"filtered_at"`
 		Split      *int       `json:"split"`
 		CaptureTS  *time.Time `json:"capture_ts"`
+		Error      string     `json:"error"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return h, fmt.Errorf("result is not valid JSON: %w", err)
@@ -98,7 +107,7 @@ func ParseResultHead(b []byte) (ResultHead, error) {
 	if raw.Device == nil || raw.Run == nil || raw.Seq == nil || raw.Split == nil {
 		return h, errors.New("result lacks device, run, seq or split")
 	}
-	h.Device, h.Run, h.Seq, h.Split, h.FilteredAt = *raw.Device, *raw.Run, *raw.Seq, *raw.Split, raw.FilteredAt
+	h.Device, h.Run, h.Seq, h.Split, h.FilteredAt, h.Error = *raw.Device, *raw.Run, *raw.Seq, *raw.Split, raw.FilteredAt, raw.Error
 	if raw.CaptureTS != nil {
 		h.CaptureTS = *raw.CaptureTS
 	}

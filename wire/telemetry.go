@@ -51,6 +51,11 @@ type Counters struct {
 	BadResults    int            `json:"bad_results"`
 	Profiled      int            `json:"profiled"`
 	Dropped       map[string]int `json:"dropped"`
+	// SourceReopens counts reopens of a live source after it dropped.
+	SourceReopens int64 `json:"source_reopens"`
+	// SourceErrors counts frames the source could not read or decode
+	// (skipped).
+	SourceErrors int64 `json:"source_errors"`
 }
 
 // Host are figures of the machine the device runs on; null where unknown.
@@ -114,5 +119,8 @@ type CloudTelemetry struct {
 	Received    int64                  `json:"received"`
 	Results     int64                  `json:"results"`
 	Duplicates  int64                  `json:"duplicates"`
-	Rejected    map[string]int64       `json:"rejected"`
+	// Replayed counts remembered results published again for resent
+	// frames.
+	Replayed int64            `json:"replayed"`
+	Rejected map[string]int64 `json:"rejected"`
 }

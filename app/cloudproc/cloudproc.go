@@ -38,10 +38,14 @@ const (
 
 // Stats are cloudproc's counters.
 type Stats struct {
-	Received   int64
-	Results    int64
+	Received int64
+	Results  int64
+	// Duplicates are stage messages for a frame being processed or
+	// already answered.
 	Duplicates int64
-	Rejected   map[string]int64
+	// Replayed are remembered results published again for a resent frame.
+	Replayed int64
+	Rejected map[string]int64
 }
 
 // String formats the counters on one line.
@@ -51,7 +55,7 @@ func (s Stats) String() string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(parts)
-	return fmt.Sprintf("received=%d results=%d duplicates=%d rejected=[%s]", s.Received, s.Results, s.Duplicates, strings.Join(parts, " "))
+	return fmt.Sprintf("received=%d results=%d duplicates=%d replayed=%d rejected=[%s]", s.Received, s.Results, s.Duplicates, s.Replayed, strings.Join(parts, " "))
 }
 
 type job struct {
@@ -64,7 +68,7 @@ type job struct {
 type proc struct {
 	cfg    Config
 	log    *slog.Logger
-	client paho.Client
+	client *mqttc.Client
 	queue  *fairQueue
 	seen   *seen
 
@@ -93,7 +97,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		cfg:     cfg,
 		log:     log.With("cloudproc", cfg.ID),
 		queue:   newFairQueue(cfg.Queue),
-		seen:    newSeen(cfg.Remember),
+		seen:    newSeen(cfg.Remember, cfg.RememberBytes),
 		stats:   Stats{Rejected: map[string]int64{}},
 		pipes:   map[string]*tasks.Pipeline{},
 		logged:  map[string]bool{},
@@ -124,12 +128,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 			}
 			once.Do(func() { close(announced) })
 		},
-		Log: p.log,
+		TakeoverLimit:  cfg.takeoverLimit(),
+		TakeoverWindow: cfg.TakeoverWindow.D(),
+		Log:            p.log,
 	})
 	if err != nil {
 		return Stats{}, err
 	}
-	defer p.client.Disconnect(250)
+	defer p.client.Close(250)
 
 	work, stopWork := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -152,10 +158,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 	tele := time.NewTicker(cfg.TelemetryInterval.D())
 	defer tele.Stop()
 	lastTele := time.Now()
+	var gaveUp error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			break loop
+		case <-p.client.Done():
+			gaveUp = p.client.Err()
 			break loop
 		case <-tick:
 			p.log.Info("stats", "counters", p.snapshot().String())
@@ -168,6 +178,13 @@ loop:
 
 	// Stop taking work; what is unacknowledged is resent by its device.
 	p.closing.Store(true)
+	if gaveUp != nil {
+		stopWork()
+		wg.Wait()
+		s := p.snapshot()
+		p.log.Error("cloudproc stopped", "counters", s.String(), "error", gaveUp)
+		return s, gaveUp
+	}
 	if err := mqttc.Publish(p.client, wire.CloudStatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
 		p.log.Warn("could not announce offline", "error", err)
 	}
@@ -270,9 +287,23 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	k := key{device: device, run: env.Run, seq: env.Seq}
-	if !p.seen.claim(k) {
+	switch state, res := p.seen.claim(k); state {
+	case claimBusy: // its result is coming
 		p.mu.Lock()
 		p.stats.Duplicates++
+		p.mu.Unlock()
+		m.Ack()
+		return
+	case claimAnswered: // the device did not get it: the same result again
+		p.mu.Lock()
+		p.stats.Duplicates++
+		p.mu.Unlock()
+		if err := mqttc.Publish(p.client, wire.ResultTopic(device), 1, false, res); err != nil {
+			p.reject(FailedPublish, topic, device, err)
+			return // not acknowledged: the device resends
+		}
+		p.mu.Lock()
+		p.stats.Replayed++
 		p.mu.Unlock()
 		m.Ack()
 		return
@@ -317,7 +348,11 @@ func (p *proc) worker(ctx context.Context) {
 }
 
 // handle runs the remaining stages of one frame and publishes its result;
-// the stage message is acknowledged only after that.
+// the stage message is acknowledged only after that. A frame that cannot be
+// processed (bad state, wrong stage, a stage fails) is answered too, with a
+// result that says why (its "error" field), so that its device counts it
+// dropped instead of resending it forever; the answer is remembered like
+// any result.
 func (p *proc) handle(j *job) {
 	start := time.Now()
 	defer func() {
@@ -326,11 +361,45 @@ func (p *proc) handle(j *job) {
 		p.mu.Unlock()
 	}()
 	env, topic := j.env, j.msg.Topic()
+	head := wire.ResultHead{Device: env.Device, Run: env.Run, Seq: env.Seq, Split: env.Split, CaptureTS: time.Unix(0, env.CaptureTS)}
+	res, annotated, reason, err := p.process(j, &head)
+	if err != nil {
+		p.reject(reason, topic, env.Device, err)
+		head.Error = fmt.Sprintf("%s: %v", reason, err)
+		if res, err = wire.MarshalResult(head, nil); err != nil {
+			p.seen.unclaim(j.key)
+			j.msg.Ack()
+			return
+		}
+	}
+	if err := mqttc.Publish(p.client, wire.ResultTopic(env.Device), 1, false, res); err != nil {
+		// Not acknowledged: the device resends after its resend_after.
+		p.seen.unclaim(j.key)
+		p.reject(FailedPublish, topic, env.Device, err)
+		return
+	}
+	p.seen.done(j.key, res)
+	if head.Error == "" {
+		p.mu.Lock()
+		p.stats.Results++
+		if _, ok := p.results[env.Device]; ok || len(p.results) < maxTrackedDevices {
+			p.results[env.Device]++
+		}
+		p.mu.Unlock()
+	}
+	if annotated != nil {
+		p.client.Publish(wire.AnnotatedTopic(env.Device), 0, false, annotated)
+	}
+	j.msg.Ack()
+}
+
+// process runs the frame's remaining stages and returns its result (and
+// annotated image, if any), or the reason and error when it cannot.
+func (p *proc) process(j *job, head *wire.ResultHead) (res, annotated []byte, reason string, err error) {
+	env := j.env
 	pl, err := p.pipeline(env.Pipeline, env.Opts)
 	if err != nil {
-		p.reject(RejectBadState, topic, env.Device, err)
-		j.msg.Ack()
-		return
+		return nil, nil, RejectBadState, err
 	}
 	from := pl.Index(j.stage)
 	sink := pl.Len() - 1
@@ -343,16 +412,12 @@ func (p *proc) handle(j *job) {
 		err = fmt.Errorf("split %d out of range 1..%d", env.Split, pl.MaxSplit())
 	}
 	if err != nil {
-		p.reject(RejectUnknownStage, topic, env.Device, err)
-		j.msg.Ack()
-		return
+		return nil, nil, RejectUnknownStage, err
 	}
 	st := tasks.NewState(env.Device, env.Seq)
 	defer st.Close()
 	if err := tasks.DecodeFields(st, env.Fields); err != nil {
-		p.reject(RejectBadState, topic, env.Device, err)
-		j.msg.Ack()
-		return
+		return nil, nil, RejectBadState, err
 	}
 	wrap := func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
 		var out tasks.Outcome
@@ -370,37 +435,15 @@ func (p *proc) handle(j *job) {
 		_, err = pl.Run(ctx, st, sink, sink+1, wrap)
 	}
 	if err != nil {
-		p.reject(RejectStageError, topic, env.Device, err)
-		j.msg.Ack()
-		return
+		return nil, nil, RejectStageError, err
 	}
-	head := wire.ResultHead{Device: env.Device, Run: env.Run, Seq: env.Seq, Split: env.Split, CaptureTS: time.Unix(0, env.CaptureTS)}
 	if filteredAt != "" {
 		head.FilteredAt = &filteredAt
 	}
-	res, err := wire.MarshalResult(head, st.Result())
-	if err != nil {
-		p.reject(RejectStageError, topic, env.Device, err)
-		j.msg.Ack()
-		return
+	if res, err = wire.MarshalResult(*head, st.Result()); err != nil {
+		return nil, nil, RejectStageError, err
 	}
-	if err := mqttc.Publish(p.client, wire.ResultTopic(env.Device), 1, false, res); err != nil {
-		// Not acknowledged: the device resends after its resend_after.
-		p.seen.unclaim(j.key)
-		p.reject(FailedPublish, topic, env.Device, err)
-		return
-	}
-	p.seen.done(j.key)
-	p.mu.Lock()
-	p.stats.Results++
-	if _, ok := p.results[env.Device]; ok || len(p.results) < maxTrackedDevices {
-		p.results[env.Device]++
-	}
-	p.mu.Unlock()
-	if img := st.Annotated(); img != nil {
-		p.client.Publish(wire.AnnotatedTopic(env.Device), 0, false, img)
-	}
-	j.msg.Ack()
+	return res, st.Annotated(), "", nil
 }
 
 // maxTrackedDevices bounds the per-device figures cloudproc keeps.
@@ -433,7 +476,7 @@ func (p *proc) telemetry(now time.Time, dt time.Duration) wire.CloudTelemetry {
 	defer p.mu.Unlock()
 	t := wire.CloudTelemetry{TS: now.UTC(), ID: p.cfg.ID, Workers: p.cfg.workers(), Queued: p.queue.len(),
 		Slowdown: p.cfg.Emulate.Slowdown, Devices: map[string]wire.CloudDevice{},
-		Received: s.Received, Results: s.Results, Duplicates: s.Duplicates, Rejected: s.Rejected}
+		Received: s.Received, Results: s.Results, Duplicates: s.Duplicates, Replayed: s.Replayed, Rejected: s.Rejected}
 	if dt > 0 {
 		t.Utilisation = math.Round(1000*p.busy.Seconds()/(dt.Seconds()*float64(p.cfg.workers()))) / 1000
 	}

@@ -26,9 +26,17 @@ type Config struct {
 	// Queue bounds the frames waiting per device; more is shed (and
 	// recovered by the device's resend).
 	Queue int `toml:"queue"`
-	// Remember is how many answered frames are remembered to recognise a
-	// redelivery.
-	Remember        int             `toml:"remember"`
+	// Remember is how many answered frames are remembered, with their
+	// results, so that a resent or redelivered frame gets the same result
+	// again without being processed twice.
+	Remember int `toml:"remember"`
+	// RememberBytes bounds the remembered results' bytes.
+	RememberBytes int `toml:"remember_bytes"`
+	// TakeoverLimit: the broker closing the connection this many times
+	// within TakeoverWindow means another client uses this cloudproc's
+	// client id; it then exits with an error (0: never).
+	TakeoverLimit   int             `toml:"takeover_limit"`
+	TakeoverWindow  config.Duration `toml:"takeover_window"`
 	MaxMessageBytes int             `toml:"max_message_bytes"`
 	StatsInterval   config.Duration `toml:"stats_interval"`
 	// TelemetryInterval is the period of offload/_cloud/<id>/telemetry.
@@ -48,6 +56,9 @@ func DefaultConfig() Config {
 		Group:             wire.DefaultShareGroup,
 		Queue:             64,
 		Remember:          65536,
+		RememberBytes:     32 << 20,
+		TakeoverLimit:     mqttc.DefaultTakeoverLimit,
+		TakeoverWindow:    config.Duration(mqttc.DefaultTakeoverWindow),
 		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
 		StatsInterval:     config.Duration(60 * time.Second),
 		TelemetryInterval: config.Duration(2 * time.Second),
@@ -55,6 +66,14 @@ func DefaultConfig() Config {
 	}
 	c.Emulate.Slowdown = 1
 	return c
+}
+
+// takeoverLimit is the limit in mqttc's terms (negative: never).
+func (c *Config) takeoverLimit() int {
+	if c.TakeoverLimit == 0 {
+		return -1
+	}
+	return c.TakeoverLimit
 }
 
 func (c *Config) workers() int {
@@ -82,6 +101,12 @@ func (c *Config) Validate() error {
 		return config.Errorf("queue", "must be 1..65536 (got %d)", c.Queue)
 	case c.Remember < 16 || c.Remember > 1<<24:
 		return config.Errorf("remember", "must be 16..16777216 (got %d)", c.Remember)
+	case c.RememberBytes < 1<<16 || c.RememberBytes > 1<<32:
+		return config.Errorf("remember_bytes", "must be 65536..4294967296 (got %d)", c.RememberBytes)
+	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
+		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
+	case c.TakeoverWindow.D() < time.Second:
+		return config.Errorf("takeover_window", "must be at least 1s (got %v)", c.TakeoverWindow.D())
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case c.TelemetryInterval.D() < 100*time.Millisecond:

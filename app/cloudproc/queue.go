@@ -11,58 +11,104 @@ type key struct {
 	seq         uint64
 }
 
-// seen remembers the frames being processed or answered, so a redelivered
-// or resent frame never yields a second result. It remembers a bounded
-// number of answered frames, forgetting the oldest first.
+// claimState is what seen knows about a frame.
+type claimState int
+
+const (
+	claimNew      claimState = iota // not seen (or forgotten): process it
+	claimBusy                       // being processed: its result is coming
+	claimAnswered                   // answered: replay the remembered result
+)
+
+// seen remembers the frames being processed and the results of recently
+// answered ones, so that a redelivered or resent frame is answered again
+// with the same result instead of being processed twice or ignored (a
+// device whose result was lost must get it again). It keeps at most
+// maxResults answered frames and maxBytes of their results, forgetting the
+// oldest first; a resend of a forgotten frame is processed again.
 type seen struct {
-	mu       sync.Mutex
-	busy     map[key]bool // true: answered; false: being processed
-	answered []key        // ring of answered keys, oldest at next
-	next     int
-	cap      int
+	mu         sync.Mutex
+	busy       map[key]*memo
+	answered   []key // ring of answered keys, oldest at next
+	next       int
+	maxResults int
+	maxBytes   int
+	bytes      int
 }
 
-func newSeen(capacity int) *seen {
-	return &seen{busy: map[key]bool{}, cap: capacity}
+// memo is one remembered frame; result is nil while it is processed.
+type memo struct {
+	result []byte
 }
 
-// claim marks k as being processed; false when it is processed or answered.
-func (s *seen) claim(k key) bool {
+func newSeen(maxResults, maxBytes int) *seen {
+	return &seen{busy: map[key]*memo{}, maxResults: maxResults, maxBytes: maxBytes}
+}
+
+// claim marks k as being processed when it is new. For an answered frame
+// it returns the result to publish again.
+func (s *seen) claim(k key) (claimState, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.busy[k]; ok {
-		return false
+	if m, ok := s.busy[k]; ok {
+		if m.result == nil {
+			return claimBusy, nil
+		}
+		return claimAnswered, m.result
 	}
-	s.busy[k] = false
-	return true
+	s.busy[k] = &memo{}
+	return claimNew, nil
 }
 
 // unclaim forgets a claim whose result was not published.
 func (s *seen) unclaim(k key) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if done := s.busy[k]; !done {
+	if m, ok := s.busy[k]; ok && m.result == nil {
 		delete(s.busy, k)
 	}
 }
 
-// answered records that k's result is published.
-func (s *seen) done(k key) {
+// done records k's published result.
+func (s *seen) done(k key, result []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.busy[k] = true
-	if len(s.answered) < s.cap {
-		s.answered = append(s.answered, k)
+	m, ok := s.busy[k]
+	if !ok || m.result != nil {
 		return
 	}
-	delete(s.busy, s.answered[s.next])
-	s.answered[s.next] = k
-	s.next = (s.next + 1) % s.cap
+	m.result = result
+	s.bytes += len(result)
+	s.answered = append(s.answered, k)
+	for len(s.answered)-s.next > s.maxResults || (s.bytes > s.maxBytes && len(s.answered)-s.next > 1) {
+		old := s.answered[s.next]
+		s.answered[s.next] = key{}
+		s.next++
+		if om, ok := s.busy[old]; ok {
+			s.bytes -= len(om.result)
+			delete(s.busy, old)
+		}
+	}
+	if s.next > 1024 && s.next*2 > len(s.answered) { // compact the ring's consumed head
+		s.answered = append(s.answered[:0:0], s.answered[s.next:]...)
+		s.next = 0
+	}
 }
+
+// size is the number of remembered results and their bytes.
+func (s *seen) size() (int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.answered) - s.next, s.bytes
+}
+
+// maxQueuedDevices bounds the devices with queued jobs.
+const maxQueuedDevices = maxTrackedDevices
 
 // fairQueue holds jobs per device and hands them out round-robin, so one
 // device that floods cannot starve the others. Each device's queue is
-// bounded.
+// bounded (limit), and so is the number of devices with queued jobs
+// (maxQueuedDevices).
 type fairQueue struct {
 	mu      sync.Mutex
 	per     map[string][]*job
@@ -81,7 +127,7 @@ func (q *fairQueue) push(device string, j *job) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	jobs := q.per[device]
-	if len(jobs) >= q.limit {
+	if len(jobs) >= q.limit || (len(jobs) == 0 && len(q.per) >= maxQueuedDevices) {
 		return false
 	}
 	if len(jobs) == 0 {
