@@ -133,6 +133,9 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(&accessHook{policy: policy}, nil); err != nil {
 		return nil, err
 	}
+	if err := srv.AddHook(newConnectLock(log.With("component", "broker")), nil); err != nil {
+		return nil, err
+	}
 	sessions := newSessionHook(srv, lim, log.With("component", "broker"))
 	if err := srv.AddHook(sessions, nil); err != nil {
 		return nil, err

@@ -208,7 +208,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 			return nil, err
 		}
 	case <-c.done:
-		return nil, c.err
+		return nil, c.Err()
 	case <-ctx.Done():
 		c.Client.Disconnect(0)
 		return nil, ctx.Err()
@@ -217,17 +217,39 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 }
 
 // dial opens the network connection for paho and remembers it, so that a
-// failed connection can be closed underneath paho (see the package doc).
+// failed connection can be closed underneath paho (see the package doc). It
+// refuses to dial once the client has given up.
 func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
 	d := net.Dialer{Timeout: o.ConnectTimeout}
 	conn, err := d.Dial("tcp", u.Host)
 	if err != nil {
 		return nil, err
 	}
+	tc := &trackedConn{Conn: conn, c: c}
 	c.mu.Lock()
-	c.conn = conn
+	c.conn = tc
 	c.mu.Unlock()
-	return conn, nil
+	return tc, nil
+}
+
+// trackedConn notices, before paho does, that the broker closed the
+// connection (EOF), so that the count of such closes is up to date before
+// paho's reconnect dials again.
+type trackedConn struct {
+	net.Conn
+	c    *Client
+	once sync.Once
+}
+
+func (t *trackedConn) Read(b []byte) (int, error) {
+	n, err := t.Conn.Read(b)
+	if errors.Is(err, io.EOF) {
+		t.once.Do(t.c.closedByBroker)
+	}
+	return n, err
 }
 
 // redo closes the current connection; paho sees a lost connection and
@@ -294,11 +316,16 @@ func (c *Client) report(err error) bool {
 	return true
 }
 
-// onLost counts connections the broker closed and gives up at the limit.
+// onLost logs a lost connection; paho reconnects by itself.
 func (c *Client) onLost(err error) {
 	c.log.Warn("connection lost; reconnecting", "broker", c.o.Broker, "client", c.o.ClientID, "error", err)
-	if !errors.Is(err, io.EOF) || c.o.TakeoverLimit < 0 {
-		return // not closed by the broker (or closed by us)
+}
+
+// closedByBroker counts a connection the broker closed and gives up at the
+// limit.
+func (c *Client) closedByBroker() {
+	if c.o.TakeoverLimit < 0 {
+		return
 	}
 	now := time.Now()
 	c.mu.Lock()
@@ -323,7 +350,9 @@ func (c *Client) onLost(err error) {
 // fail gives up for good: it stops reconnecting and closes Done.
 func (c *Client) fail(err error) {
 	c.doneOnce.Do(func() {
+		c.mu.Lock()
 		c.err = err
+		c.mu.Unlock()
 		c.log.Error("giving up the connection", "error", err)
 		go c.Client.Disconnect(0) // not on paho's goroutine that called us
 		close(c.done)
@@ -336,12 +365,9 @@ func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err is why Done was closed, or nil.
 func (c *Client) Err() error {
-	select {
-	case <-c.done:
-		return c.err
-	default:
-		return nil
-	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Close disconnects for good, waiting at most quiesce for pending work.

@@ -34,7 +34,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger {
+	if os.Getenv("MQTTC_LOG") != "" {
+		return slog.Default()
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 func startBroker(t *testing.T, p broker.Policy) string {
 	t.Helper()

@@ -11,16 +11,21 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"gocv.io/x/gocv"
 )
 
 // Source yields frames. Read returns a new 8-bit BGR matrix that the caller
-// owns, or io.EOF when the source has ended.
+// owns, or io.EOF when the source has ended, or ctx.Err() as soon as ctx is
+// done, even while OpenCV is blocked. Other errors say that the source
+// failed (a live one did not come back in time, too many frames in a row
+// could not be decoded, a frame has an unsupported type) or was closed.
+// Close returns at once. Stats returns the source's counters; it
+// may be called from any goroutine.
 type Source interface {
 	Read(ctx context.Context) (gocv.Mat, error)
 	Close() error
+	Stats() Stats
 }
 
 // Open opens a source URI:
@@ -29,34 +34,63 @@ type Source interface {
 //	camera:N               V4L2 camera index N
 //	rtsp://…, http://…, https://…   a stream OpenCV opens
 //	file:PATH or PATH      a video file
-func Open(uri string) (Source, error) {
+//
+// It is OpenWith(uri, Options{}).
+func Open(uri string) (Source, error) { return OpenWith(uri, Options{}) }
+
+// OpenWith opens a source URI (see Open) with the given recovery options.
+// A source that cannot be opened is an error, a live one too: a wrong URL
+// at start-up is a configuration error. Opening a live source blocks until
+// OpenCV has connected or given up (FFmpeg gives up after ~30 s);
+// OpenWithContext can be abandoned earlier.
+func OpenWith(uri string, o Options) (Source, error) {
+	return OpenWithContext(context.Background(), uri, o)
+}
+
+// OpenWithContext is OpenWith, except that it returns ctx.Err() as soon as
+// ctx is done, even while OpenCV is still opening the source (the capture
+// is then closed when OpenCV returns it).
+//
+// A camera, rtsp, http or https source is live: when it drops, Read
+// reopens it (see Options) instead of ending. A file ends with io.EOF; its
+// undecodable frames are skipped and counted in Stats().Errors.
+func OpenWithContext(ctx context.Context, uri string, o Options) (Source, error) {
+	o = o.withDefaults()
+	var c *capture
 	switch {
 	case uri == "":
 		return nil, errors.New("source is empty")
 	case strings.HasPrefix(uri, "synthetic:"):
-		o, err := ParseSynthetic(uri)
+		so, err := ParseSynthetic(uri)
 		if err != nil {
 			return nil, err
 		}
-		return NewSynthetic(o), nil
+		return NewSynthetic(so), nil
 	case strings.HasPrefix(uri, "camera:"):
 		n, err := strconv.Atoi(strings.TrimPrefix(uri, "camera:"))
 		if err != nil || n < 0 {
 			return nil, fmt.Errorf("source %q: camera index must be a number ≥ 0", uri)
 		}
-		vc, err := gocv.OpenVideoCaptureWithAPI(n, gocv.VideoCaptureV4L2)
-		return openCapture(uri, vc, err, true)
+		c = newCapture(uri, true, o, func() (*gocv.VideoCapture, error) {
+			return gocv.OpenVideoCaptureWithAPI(n, gocv.VideoCaptureV4L2)
+		})
 	case strings.HasPrefix(uri, "rtsp://"), strings.HasPrefix(uri, "http://"), strings.HasPrefix(uri, "https://"):
-		vc, err := gocv.OpenVideoCapture(uri)
-		return openCapture(uri, vc, err, true)
+		c = newCapture(uri, true, o, func() (*gocv.VideoCapture, error) {
+			return gocv.OpenVideoCapture(uri)
+		})
 	default:
 		path := strings.TrimPrefix(uri, "file:")
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("open source %q: %w", path, errors.Unwrap(err))
 		}
-		vc, err := gocv.VideoCaptureFile(path)
-		return openCapture(uri, vc, err, false)
+		c = newCapture(uri, false, o, func() (*gocv.VideoCapture, error) {
+			return gocv.VideoCaptureFile(path)
+		})
 	}
+	if err := c.openFirst(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ValidateURI checks a source URI's form without opening it.
@@ -75,23 +109,6 @@ func ValidateURI(uri string) error {
 	return nil
 }
 
-func openCapture(uri string, vc *gocv.VideoCapture, err error, live bool) (Source, error) {
-	if err != nil {
-		return nil, fmt.Errorf("open source %q: %w", redact(uri), err)
-	}
-	if !vc.IsOpened() {
-		vc.Close()
-		return nil, fmt.Errorf("open source %q: OpenCV cannot open it", redact(uri))
-	}
-	c := &capture{vc: vc}
-	if live { // a file is read as fast as the device can: its nominal rate does not bound it
-		if fps := vc.Get(gocv.VideoCaptureFPS); fps > 0 && fps < 1000 {
-			c.fps = fps
-		}
-	}
-	return c, nil
-}
-
 // redact hides a password in a stream URL.
 func redact(uri string) string {
 	u, err := url.Parse(uri)
@@ -99,49 +116,4 @@ func redact(uri string) string {
 		return uri
 	}
 	return u.Redacted()
-}
-
-type capture struct {
-	mu  sync.Mutex
-	vc  *gocv.VideoCapture
-	fps float64
-}
-
-// FPS is a live source's frame rate as OpenCV reports it (0: unknown or a
-// file).
-func (c *capture) FPS() float64 { return c.fps }
-
-func (c *capture) Read(ctx context.Context) (gocv.Mat, error) {
-	if err := ctx.Err(); err != nil {
-		return gocv.Mat{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := gocv.NewMat()
-	if ok := c.vc.Read(&m); !ok || m.Empty() {
-		m.Close()
-		return gocv.Mat{}, errEOF
-	}
-	if m.Type() != gocv.MatTypeCV8UC3 {
-		conv := gocv.NewMat()
-		switch m.Channels() {
-		case 1:
-			gocv.CvtColor(m, &conv, gocv.ColorGrayToBGR)
-		case 4:
-			gocv.CvtColor(m, &conv, gocv.ColorBGRAToBGR)
-		default:
-			m.Close()
-			conv.Close()
-			return gocv.Mat{}, fmt.Errorf("source frame has unsupported type %v", m.Type())
-		}
-		m.Close()
-		m = conv
-	}
-	return m, nil
-}
-
-func (c *capture) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.vc.Close()
 }

@@ -16,8 +16,6 @@ import (
 	"gocv.io/x/gocv"
 )
 
-var errEOF = io.EOF
-
 // SyntheticOptions configure the synthetic source.
 type SyntheticOptions struct {
 	Width, Height int
@@ -178,6 +176,9 @@ func (s *Synthetic) Read(ctx context.Context) (gocv.Mat, error) {
 	s.n++
 	return f, nil
 }
+
+// Stats returns zero counters: a synthetic source neither drops nor fails.
+func (s *Synthetic) Stats() Stats { return Stats{} }
 
 // Close releases the background.
 func (s *Synthetic) Close() error { return s.bg.Close() }

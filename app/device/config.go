@@ -53,7 +53,21 @@ type Config struct {
 	ProbeInterval     config.Duration `toml:"probe_interval"`
 	ProbeBytes        int             `toml:"probe_bytes"`
 	LogLevel          string          `toml:"log_level"`
-	Emulate           Emulate         `toml:"emulate"`
+	// ReopenBackoffMax caps the backoff between attempts to reopen a live
+	// source (camera, rtsp, http) that dropped.
+	ReopenBackoffMax config.Duration `toml:"reopen_backoff_max"`
+	// ReopenGiveUp: a live source that cannot be reopened for this long
+	// ends the device with an error (0: never give up).
+	ReopenGiveUp config.Duration `toml:"reopen_give_up"`
+	// MaxBadFrames: this many consecutive undecodable frames end the
+	// device with an error; fewer are skipped and counted.
+	MaxBadFrames int `toml:"max_bad_frames"`
+	// TakeoverLimit: the broker closing the connection this many times
+	// within TakeoverWindow means another client uses this device's client
+	// id; the device then exits with an error (0: never).
+	TakeoverLimit  int             `toml:"takeover_limit"`
+	TakeoverWindow config.Duration `toml:"takeover_window"`
+	Emulate        Emulate         `toml:"emulate"`
 
 	// Options are the pipeline's options, from the table named after the
 	// pipeline ([balltrack]). Nil means the pipeline's defaults.
@@ -83,6 +97,11 @@ func DefaultConfig() Config {
 		ProbeInterval:     config.Duration(10 * time.Second),
 		ProbeBytes:        256 << 10,
 		LogLevel:          "info",
+		ReopenBackoffMax:  config.Duration(source.DefaultReopenBackoffMax),
+		ReopenGiveUp:      config.Duration(source.DefaultReopenGiveUp),
+		MaxBadFrames:      source.DefaultMaxBadFrames,
+		TakeoverLimit:     mqttc.DefaultTakeoverLimit,
+		TakeoverWindow:    config.Duration(mqttc.DefaultTakeoverWindow),
 		Emulate:           Emulate{Slowdown: 1},
 	}
 }
@@ -146,6 +165,16 @@ func (c *Config) Validate() error {
 		return config.Errorf("drain_timeout", "must not be negative")
 	case c.StatusInterval.D() < 0:
 		return config.Errorf("status_interval", "must not be negative (0 disables the status line)")
+	case c.ReopenBackoffMax.D() < 100*time.Millisecond:
+		return config.Errorf("reopen_backoff_max", "must be at least 100ms (got %v)", c.ReopenBackoffMax.D())
+	case c.ReopenGiveUp.D() < 0:
+		return config.Errorf("reopen_give_up", "must not be negative (0: never give up)")
+	case c.MaxBadFrames < 1 || c.MaxBadFrames > 100000:
+		return config.Errorf("max_bad_frames", "must be 1..100000 (got %d)", c.MaxBadFrames)
+	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
+		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
+	case c.TakeoverWindow.D() < time.Second:
+		return config.Errorf("takeover_window", "must be at least 1s (got %v)", c.TakeoverWindow.D())
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
 		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
 	}
@@ -174,6 +203,23 @@ func LoadConfig(path string) (Config, *config.File, error) {
 		cfg.Options = opts
 	}
 	return cfg, f, nil
+}
+
+// SourceOptions are the source recovery settings.
+func (c *Config) SourceOptions() source.Options {
+	giveUp := c.ReopenGiveUp.D()
+	if giveUp == 0 {
+		giveUp = -1 // never
+	}
+	return source.Options{ReopenBackoffMax: c.ReopenBackoffMax.D(), ReopenGiveUp: giveUp, MaxBadFrames: c.MaxBadFrames}
+}
+
+// takeoverLimit is the limit in mqttc's terms (negative: never).
+func (c *Config) takeoverLimit() int {
+	if c.TakeoverLimit == 0 {
+		return -1
+	}
+	return c.TakeoverLimit
 }
 
 // String summarises the config for the start-up log line.

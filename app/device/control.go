@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +56,12 @@ func newID() string {
 
 // onDecision applies the gateway's retained decision.
 func (d *device) onDecision(client paho.Client, m paho.Message) {
+	if len(m.Payload()) == 0 {
+		// The retained decision was cleared: keep the current split and
+		// wait for the gateway to restore it.
+		d.log.Info("split decision cleared; keeping the current split until the gateway republishes it", "topic", m.Topic(), "split", d.split.Load())
+		return
+	}
 	dec, err := wire.ParseDecision(m.Payload())
 	if err != nil {
 		d.log.Warn("ignoring malformed split decision", "topic", m.Topic(), "error", err, "payload", truncate(m.Payload()))
@@ -96,10 +101,10 @@ func (d *device) onSlowdown(client paho.Client, m paho.Message) {
 		return
 	}
 	text := strings.TrimSpace(string(m.Payload()))
-	f, err := strconv.ParseFloat(text, 64)
+	f, err := wire.ParseDecimal(text)
 	if err != nil || !(f >= 1 && f <= 1000) {
 		d.log.Warn("refusing slowdown command", "topic", m.Topic(), "payload", truncate(m.Payload()))
-		b, _ := json.Marshal(wire.ControlError{Topic: m.Topic(), Received: truncate(m.Payload()), Error: "slowdown must be a number from 1 to 1000", TS: time.Now().UTC()})
+		b, _ := json.Marshal(wire.ControlError{Topic: m.Topic(), Received: truncate(m.Payload()), Error: "slowdown must be a plain decimal number from 1 to 1000 (e.g. 4 or 2.5)", TS: time.Now().UTC()})
 		client.Publish(wire.ControlErrorTopic(d.cfg.ID), 1, false, b)
 		return
 	}

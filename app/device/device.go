@@ -33,7 +33,7 @@ type device struct {
 	run        string
 	pipe       *tasks.Pipeline
 	enc        tasks.MatEncoding
-	client     paho.Client
+	client     *mqttc.Client
 	win        *window
 	stats      *stats
 	clouds     *presence
@@ -51,6 +51,9 @@ type device struct {
 	slowdown atomic.Uint64 // math.Float64bits
 
 	acks chan pendingAck
+	// lastProgress is when a frame was last captured or a result last came
+	// back (UnixNano).
+	lastProgress atomic.Int64
 }
 
 // Run runs the device until it has captured cfg.Frames frames (or the
@@ -88,11 +91,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	d.split.Store(int64(cfg.Split))
 	d.SetSlowdown(cfg.Emulate.Slowdown)
 
-	src, err := source.Open(cfg.Source)
+	src, err := source.OpenWithContext(ctx, cfg.Source, withLog(cfg.SourceOptions(), d.log))
 	if err != nil {
 		return Summary{}, err
 	}
 	defer src.Close()
+	d.stats.source = func() (int64, int64) { s := src.Stats(); return s.Reopens, s.Errors }
 	if f, ok := src.(interface{ FPS() float64 }); ok {
 		d.sourceFPS = f.FPS()
 	}
@@ -110,14 +114,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 			wire.ControlSplitTopic(cfg.ID):       1,
 			wire.ControlSlowdownSetTopic(cfg.ID): 1,
 		},
-		Handler: d.onMessage,
-		OnReady: d.onReady,
-		Log:     d.log,
+		Handler:        d.onMessage,
+		OnReady:        d.onReady,
+		TakeoverLimit:  cfg.takeoverLimit(),
+		TakeoverWindow: cfg.TakeoverWindow.D(),
+		Log:            d.log,
 	})
 	if err != nil {
 		return Summary{}, err
 	}
-	defer d.client.Disconnect(250)
+	defer d.client.Close(250)
 
 	select {
 	case <-d.ready:
@@ -136,31 +142,41 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	}
 	d.log.Info("device started", "run", d.run, "config", cfg.String(), "split", d.split.Load(), "stages", pipe.StageNames())
 
+	// Capture stops when ctx ends, when the client gives up its connection
+	// (client-id conflict), or, in a --frames run, when nothing progresses
+	// for drain_timeout.
+	capCtx, stopCapture := context.WithCancelCause(ctx)
+	defer stopCapture(nil)
+	d.progress()
+
 	// Background helpers live until the drain is over.
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for _, f := range []func(context.Context){d.watchAcks, d.resendLoop, d.telemetryLoop, d.probeLoop} {
+	helpers := []func(context.Context){d.watchAcks, d.resendLoop, d.telemetryLoop, d.probeLoop,
+		func(ctx context.Context) { d.watchClient(ctx, stopCapture) }}
+	if cfg.Frames > 0 && cfg.DrainTimeout.D() > 0 {
+		helpers = append(helpers, func(ctx context.Context) { d.watchStall(ctx, stopCapture) })
+	}
+	for _, f := range helpers {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(bg) }()
 	}
 	defer func() { stopBG(); wg.Wait() }()
 
 	start := time.Now()
-	capErr := d.captureLoop(ctx, src)
+	capErr := d.captureLoop(capCtx, src)
+	if cause := context.Cause(capCtx); capErr != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		capErr = cause // the client gave up, or the run stalled
+	}
 	if capErr != nil && !errors.Is(capErr, context.Canceled) {
 		d.log.Error("capture stopped", "error", capErr)
 	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
-	drained := d.win.waitEmpty(drainCtx)
-	cancel()
-	if !drained {
-		for range d.win.abandon() {
-			d.stats.drop(DropResultTimeout)
-		}
-	}
+	d.drain(capErr)
 	d.stats.add(func(s *Summary) { s.Elapsed = time.Since(start) })
-	if err := mqttc.Publish(d.client, wire.StatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
-		d.log.Warn("could not publish offline status", "error", err)
+	if d.client.Err() == nil {
+		if err := mqttc.Publish(d.client, wire.StatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
+			d.log.Warn("could not publish offline status", "error", err)
+		}
 	}
 	sum := d.stats.snapshot()
 	switch {
@@ -170,6 +186,72 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		return sum, fmt.Errorf("%w: %d frames without a result after %v", ErrIncomplete, sum.Dropped[DropResultTimeout], cfg.DrainTimeout.D())
 	}
 	return sum, nil
+}
+
+// errStalled ends a --frames run in which nothing progressed.
+var errStalled = errors.New("no progress")
+
+// drain waits, at most drain_timeout, for the results of the frames in
+// flight, and counts those that never come as dropped. It does not wait
+// when the connection is gone for good or the run already stalled for
+// drain_timeout.
+func (d *device) drain(capErr error) {
+	reason := DropResultTimeout
+	var conflict *mqttc.IDConflictError
+	switch {
+	case errors.As(capErr, &conflict):
+		reason = DropDisconnected
+	case errors.Is(capErr, errStalled):
+	default:
+		drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout.D())
+		drained := d.win.waitEmpty(drainCtx)
+		cancel()
+		if drained {
+			return
+		}
+	}
+	for range d.win.abandon() {
+		d.stats.drop(reason)
+	}
+}
+
+// withLog sets the source's logger.
+func withLog(o source.Options, log *slog.Logger) source.Options {
+	o.Log = log
+	return o
+}
+
+// progress records that a frame was captured or a result came back.
+func (d *device) progress() { d.lastProgress.Store(time.Now().UnixNano()) }
+
+// watchClient stops capture when the client gives up its connection.
+func (d *device) watchClient(ctx context.Context, stop context.CancelCauseFunc) {
+	select {
+	case <-d.client.Done():
+		stop(d.client.Err())
+	case <-ctx.Done():
+	}
+}
+
+// watchStall ends a --frames run when no frame was captured and no result
+// came back for drain_timeout (for example the connection is lost and the
+// window is full), so that it exits with its summary instead of hanging.
+func (d *device) watchStall(ctx context.Context, stop context.CancelCauseFunc) {
+	limit := d.cfg.DrainTimeout.D()
+	t := time.NewTicker(min(limit/4+time.Millisecond, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if idle := now.Sub(time.Unix(0, d.lastProgress.Load())); idle > limit {
+				stop(fmt.Errorf("%w: no frame captured and no result for %v (in flight %d, cloudproc online %v)",
+					errStalled, idle.Round(time.Millisecond), d.win.inFlight(), d.clouds.any()))
+				return
+			}
+		}
+	}
 }
 
 func newRunID() string { return newID() + newID()[:4] }
@@ -230,7 +312,13 @@ func (d *device) onResult(m paho.Message) {
 		d.log.Debug("ignoring result of another run", "topic", m.Topic(), "run", h.Run)
 		return
 	}
-	if !d.win.complete(h.Seq, func(f *flight) { d.stats.result(time.Since(f.captured)) }) {
+	d.progress()
+	done := func(f *flight) { d.stats.result(time.Since(f.captured)) }
+	if h.Error != "" {
+		done = func(*flight) { d.stats.drop(DropCloudError) }
+		d.log.Warn("the cloud could not process a frame; dropped", "seq", h.Seq, "error", h.Error)
+	}
+	if !d.win.complete(h.Seq, done) {
 		d.stats.add(func(s *Summary) { s.Duplicates++ })
 		d.log.Debug("result for a frame not in flight", "seq", h.Seq)
 	}
@@ -268,6 +356,7 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 			}
 			return err
 		}
+		d.progress()
 		d.stats.add(func(s *Summary) { s.Captured++ })
 		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
 			d.profile(frame)
@@ -309,7 +398,7 @@ func (d *device) profile(frame gocv.Mat) {
 			complete = false
 			break
 		}
-		if b, err := d.encodeAt(st, i+1, i+1, "", 0, nil); err == nil {
+		if b, err := d.encodeAt(st, i+1, i+1, "", 0, time.Now(), nil); err == nil {
 			bytes[i+1] = len(b)
 		}
 	}
@@ -351,7 +440,7 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat, captur
 		return
 	}
 	st.Keep(d.pipe.Needs(next))
-	payload, err := d.encodeAt(st, next, k, filteredAt, seq, timings)
+	payload, err := d.encodeAt(st, next, k, filteredAt, seq, captured, timings)
 	if err != nil {
 		d.win.release()
 		d.stats.drop(DropEncodeError)
@@ -375,8 +464,9 @@ func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat, captur
 	d.perf.overheadMS(time.Since(start)-stagesTime, time.Now())
 }
 
-// encodeAt encodes the state for stage next of a frame processed at split k.
-func (d *device) encodeAt(st *tasks.State, next, k int, filteredAt string, seq uint64, timings []wire.Timing) ([]byte, error) {
+// encodeAt encodes the state for stage next of a frame captured at
+// captured and processed at split k.
+func (d *device) encodeAt(st *tasks.State, next, k int, filteredAt string, seq uint64, captured time.Time, timings []wire.Timing) ([]byte, error) {
 	fields, err := tasks.EncodeFields(st, d.pipe.Needs(next), d.enc)
 	if err != nil {
 		return nil, err
@@ -390,7 +480,7 @@ func (d *device) encodeAt(st *tasks.State, next, k int, filteredAt string, seq u
 		Seq:        seq,
 		Split:      k,
 		Next:       d.pipe.Stage(next).Name(),
-		CaptureTS:  time.Now().UnixNano(),
+		CaptureTS:  captured.UnixNano(),
 		FilteredAt: filteredAt,
 		Timings:    timings,
 		Fields:     fields,
@@ -404,8 +494,10 @@ func (d *device) publish(f *flight) {
 }
 
 // resendLoop republishes frames whose result is overdue, for example because
-// the cloudproc that took them died. cloudproc recognises a frame it has
-// already answered, so a resend never yields a second result.
+// the cloudproc that took them died or the result was lost with a
+// connection. cloudproc answers a resend of a frame it has answered with
+// the same result again; the device counts each frame once (extra copies
+// are counted as duplicates).
 func (d *device) resendLoop(ctx context.Context) {
 	every := d.cfg.ResendAfter.D() / 4
 	t := time.NewTicker(every)

@@ -17,6 +17,8 @@ const (
 	DropStageError    = "stage_error"    // a local stage failed
 	DropEncodeError   = "encode_error"   // its state could not be encoded
 	DropResultTimeout = "result_timeout" // no result before the drain timeout
+	DropDisconnected  = "disconnected"   // in flight when the device gave up its connection (client-id conflict)
+	DropCloudError    = "cloud_error"    // a cloud stage failed on it (the result says why)
 )
 
 // Summary is the device's account of a run: captured = results + dropped.
@@ -33,6 +35,8 @@ type Summary struct {
 	BadResults    int // malformed or foreign messages on the result topic
 	Profiled      int // frames also run through every stage to profile them
 	Dropped       map[string]int
+	SourceReopens int64 // reopens of a live source after it dropped
+	SourceErrors  int64 // undecodable frames the source skipped
 	LatencyP50    time.Duration
 	LatencyP99    time.Duration
 	Elapsed       time.Duration
@@ -58,15 +62,17 @@ func (s Summary) String() string {
 	if s.Elapsed > 0 {
 		fps = float64(s.Captured) / s.Elapsed.Seconds()
 	}
-	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s bytes_sent=%d",
+	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s bytes_sent=%d source_reopens=%d source_errors=%d",
 		s.Device, s.Run, s.Captured, s.FilteredLocal, s.Sent, s.Resent, s.Results, s.DroppedTotal(), strings.Join(reasons, " "),
-		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond), s.BytesSent)
+		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond), s.BytesSent, s.SourceReopens, s.SourceErrors)
 }
 
 // maxLatencySamples bounds the latency record; older samples are overwritten.
 const maxLatencySamples = 1 << 16
 
 type stats struct {
+	// source reports the source's counters; set once before capture.
+	source  func() (reopens, errors int64)
 	mu      sync.Mutex
 	s       Summary
 	lat     []time.Duration
@@ -106,6 +112,9 @@ func (st *stats) snapshot() Summary {
 	defer st.mu.Unlock()
 	s := st.s
 	s.Dropped = maps.Clone(st.s.Dropped)
+	if st.source != nil {
+		s.SourceReopens, s.SourceErrors = st.source()
+	}
 	if n := len(st.lat); n > 0 {
 		sorted := append([]time.Duration(nil), st.lat...)
 		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })

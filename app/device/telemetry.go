@@ -76,6 +76,7 @@ func (d *device) telemetry(now time.Time, s, prev Summary, dt time.Duration, hos
 	}
 	t.Window.InFlight, t.Window.Size = d.win.inFlight(), d.cfg.Window
 	t.Counters = wire.Counters{Captured: s.Captured, FilteredLocal: s.FilteredLocal, Sent: s.Sent, Resent: s.Resent,
-		Results: s.Results, Duplicates: s.Duplicates, BadResults: s.BadResults, Profiled: s.Profiled, Dropped: s.Dropped}
+		Results: s.Results, Duplicates: s.Duplicates, BadResults: s.BadResults, Profiled: s.Profiled, Dropped: s.Dropped,
+		SourceReopens: s.SourceReopens, SourceErrors: s.SourceErrors}
 	return t
 }
