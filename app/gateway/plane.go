@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,6 +47,16 @@ type dev struct {
 	ctrl      *controller.Controller
 	cloudMS   map[string]float64 // last cloud time per stage, from cloudprocs
 	hasTemp   bool
+
+	// The last decision published, to check that the retained one and the
+	// device's state still agree with it (audit).
+	lastDecision  []byte
+	cmdID         string
+	decidedAt     time.Time
+	hasState      bool
+	mismatchSince time.Time // zero: the device's state agrees
+	repairs       int       // consecutive repairs, for their backoff
+	nextRepair    time.Time
 }
 
 type cloudInfo struct {
@@ -63,8 +74,10 @@ type plane struct {
 	run     string
 	events  chan event
 	dropped atomic.Int64
-	devs    map[string]*dev
-	clouds  map[string]*cloudInfo
+	// repaired counts decisions republished by audit.
+	repaired atomic.Int64
+	devs     map[string]*dev
+	clouds   map[string]*cloudInfo
 	// Malformed messages, counted per kind and logged once per kind and
 	// device.
 	badMu  sync.Mutex
@@ -128,6 +141,7 @@ func (p *plane) loop(ctx context.Context) {
 		case ev := <-p.events:
 			p.handle(ev)
 		case now := <-t.C:
+			p.audit(now)
 			p.control(now)
 		}
 	}
@@ -248,7 +262,7 @@ func (p *plane) onState(id string, ev event) {
 	if d == nil {
 		return
 	}
-	d.state, d.stages, d.online = st, st.Stages, true
+	d.state, d.stages, d.online, d.hasState = st, st.Stages, true, true
 	if d.decided {
 		return
 	}
@@ -381,6 +395,63 @@ func (p *plane) onTargetCommand(id string, ev event) {
 	p.decide(d, fmt.Sprintf("target set to %g fps by command", cmd.FPS), nil, cmd.CmdID)
 }
 
+// audit keeps the retained control topics true: within a control period of
+// finding the retained decision of a device cleared or overwritten by
+// another client, or the device's retained state disagreeing with the
+// decision for a whole period, it republishes its decision (with a new
+// epoch, above any it has seen, so the device takes it) and logs what it
+// found. Repeated repairs of one device back off up to 32 periods.
+func (p *plane) audit(now time.Time) {
+	period := p.cfg.Control.Period.D()
+	for _, d := range p.devs {
+		if !d.decided {
+			continue
+		}
+		found := p.retainedProblem(d)
+		if found == "" && d.hasState {
+			st := d.state
+			if st.Split != d.split || st.Mode != d.mode || st.TargetFPS != d.target {
+				if d.mismatchSince.IsZero() {
+					d.mismatchSince = now
+				}
+				if now.Sub(d.mismatchSince) >= period && now.Sub(d.decidedAt) >= period {
+					found = fmt.Sprintf("the device reports split %d, %s, target %g in its state, the decision says split %d, %s, target %g",
+						st.Split, st.Mode, st.TargetFPS, d.split, d.mode, d.target)
+				}
+			} else {
+				d.mismatchSince, d.repairs = time.Time{}, 0
+			}
+		}
+		if found == "" || now.Before(d.nextRepair) {
+			continue
+		}
+		if d.state.GatewayRun == p.run && d.state.Epoch > d.epoch {
+			d.epoch = d.state.Epoch
+		}
+		d.repairs++
+		d.nextRepair = now.Add(period << min(d.repairs, 5))
+		p.log.Warn("control state inconsistent; republishing the decision", "device", d.id, "found", found, "repairs", d.repairs)
+		p.repaired.Add(1)
+		p.decide(d, "decision restored by the gateway: "+found, nil, d.cmdID)
+	}
+}
+
+// retainedProblem says what is wrong with the device's retained decision,
+// or "" when it is the gateway's last one.
+func (p *plane) retainedProblem(d *dev) string {
+	msgs := p.srv.Topics.Messages(wire.ControlSplitTopic(d.id))
+	if len(msgs) == 0 || len(msgs[0].Payload) == 0 {
+		return "the retained decision was cleared"
+	}
+	if bytes.Equal(msgs[0].Payload, d.lastDecision) {
+		return ""
+	}
+	if dec, err := wire.ParseDecision(msgs[0].Payload); err == nil && dec.GatewayRun == p.run && dec.Epoch > d.epoch {
+		d.epoch = dec.Epoch // the device may have taken it: outbid it
+	}
+	return fmt.Sprintf("the retained decision was overwritten by another client (%s)", truncate(msgs[0].Payload))
+}
+
 // decide publishes the device's decision, retained, with a new epoch.
 func (p *plane) decide(d *dev, reason string, predicted *float64, cmdID string) {
 	d.epoch++
@@ -388,7 +459,15 @@ func (p *plane) decide(d *dev, reason string, predicted *float64, cmdID string) 
 	dec := wire.Decision{Split: d.split, Mode: d.mode, TargetFPS: d.target, Reason: reason, PredictedFPS: predicted,
 		GatewayRun: p.run, Epoch: d.epoch, CmdID: cmdID, TS: time.Now().UTC()}
 	p.log.Info("split decision", "device", d.id, "split", d.split, "mode", d.mode, "target_fps", d.target, "epoch", d.epoch, "reason", reason)
-	p.publish(wire.ControlSplitTopic(d.id), dec, true)
+	b, err := json.Marshal(dec)
+	if err != nil {
+		p.log.Error("cannot encode decision", "device", d.id, "error", err)
+		return
+	}
+	d.lastDecision, d.cmdID, d.decidedAt, d.mismatchSince = b, cmdID, time.Now(), time.Time{}
+	if err := p.srv.Publish(wire.ControlSplitTopic(d.id), b, true, 1); err != nil {
+		p.log.Error("cannot publish", "topic", wire.ControlSplitTopic(d.id), "error", err)
+	}
 }
 
 // control runs the controller of every online device in automatic mode
