@@ -59,6 +59,11 @@ type Config struct {
 	// Sessions bounds what the broker keeps for clients that went away;
 	// zero fields take the defaults.
 	Sessions Limits
+	// MaxRetained and MaxRetainedBytes bound the retained messages (count
+	// and payload bytes); 0 takes DefaultMaxRetained and
+	// DefaultMaxRetainedBytes.
+	MaxRetained      int
+	MaxRetainedBytes int64
 }
 
 // Broker is a running embedded broker.
@@ -67,6 +72,7 @@ type Broker struct {
 	tcp      *listeners.TCP
 	addr     string
 	sessions *sessionHook
+	retained *retainHook
 }
 
 // IsLoopback reports whether a listen address binds only loopback.
@@ -136,6 +142,10 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(newConnectLock(log.With("component", "broker")), nil); err != nil {
 		return nil, err
 	}
+	retained := newRetainHook(cfg.MaxRetained, cfg.MaxRetainedBytes, log.With("component", "broker"))
+	if err := srv.AddHook(retained, nil); err != nil {
+		return nil, err
+	}
 	sessions := newSessionHook(srv, lim, log.With("component", "broker"))
 	if err := srv.AddHook(sessions, nil); err != nil {
 		return nil, err
@@ -148,7 +158,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		_ = srv.Close()
 		return nil, err
 	}
-	return &Broker{srv: srv, tcp: tcp, addr: tcp.Address(), sessions: sessions}, nil
+	return &Broker{srv: srv, tcp: tcp, addr: tcp.Address(), sessions: sessions, retained: retained}, nil
 }
 
 // Addr is the address the listener is bound to (with the real port).
@@ -171,6 +181,9 @@ func (b *Broker) Session(clientID string) (SessionInfo, bool) { return b.session
 
 // Limits returns the session limits in force (the defaults filled in).
 func (b *Broker) Limits() Limits { return b.sessions.lim }
+
+// RetainedStats returns the retained-message counters.
+func (b *Broker) RetainedStats() RetainedStats { return b.retained.stats() }
 
 // Close stops the listener and disconnects every client.
 func (b *Broker) Close() error { return b.srv.Close() }

@@ -270,29 +270,20 @@ func (c *Client) onConnect(pc paho.Client) {
 		h(c.o.ClientID)
 	}
 	if len(c.o.Subscriptions) > 0 {
-		tok := pc.SubscribeMultiple(c.o.Subscriptions, c.o.Handler)
-		if !tok.WaitTimeout(Timeout) || tok.Error() != nil {
-			c.log.Warn("subscribe failed; reconnecting", "filters", keys(c.o.Subscriptions), "client", c.o.ClientID, "error", tokErr(tok))
+		refused, err := c.subscribe(pc)
+		if err != nil {
+			c.log.Warn("subscribe failed; reconnecting", "filters", keys(c.o.Subscriptions), "client", c.o.ClientID, "error", err)
 			c.redo()
 			return
 		}
-		if st, ok := tok.(*paho.SubscribeToken); ok {
-			var refused []string
-			for f, code := range st.Result() {
-				if code == 0x80 {
-					refused = append(refused, f)
-				}
+		if len(refused) > 0 {
+			err := &RefusedError{ClientID: c.o.ClientID, Filters: refused}
+			if c.report(err) {
+				return // Connect returns the error
 			}
-			if len(refused) > 0 {
-				sort.Strings(refused)
-				err := &RefusedError{ClientID: c.o.ClientID, Filters: refused}
-				if c.report(err) {
-					return // Connect returns the error
-				}
-				c.log.Error("subscription refused; reconnecting", "error", err)
-				c.redo()
-				return
-			}
+			c.log.Error("subscription refused; reconnecting", "error", err)
+			c.redo()
+			return
 		}
 	}
 	c.log.Debug("connected", "broker", c.o.Broker, "client", c.o.ClientID)
@@ -300,6 +291,47 @@ func (c *Client) onConnect(pc paho.Client) {
 		c.o.OnReady(pc)
 	}
 	c.report(nil)
+}
+
+// refusalTries is how many times a refused filter is subscribed again
+// before the refusal counts. mochi v2.7.9 refuses a SUBSCRIBE whose packet
+// id equals the id of a QoS 1 message it is itself sending the client
+// (processSubscribe checks the client's packet id against the server's own
+// in-flight ids, though the two directions have separate id spaces), and
+// MQTT 3.1.1 cannot tell that 0x80 from an ACL's. It was seen with a second
+// SUBSCRIBE sent while retained messages were being delivered; a retry a
+// moment later, once they are acknowledged, passes. A real refusal repeats.
+const refusalTries = 4
+
+// subscribe makes the subscriptions and returns the filters the broker
+// still refuses after refusalTries attempts.
+func (c *Client) subscribe(pc paho.Client) ([]string, error) {
+	want := c.o.Subscriptions
+	for try := 1; ; try++ {
+		tok := pc.SubscribeMultiple(want, c.o.Handler)
+		if !tok.WaitTimeout(Timeout) || tok.Error() != nil {
+			return nil, tokErr(tok)
+		}
+		st, ok := tok.(*paho.SubscribeToken)
+		if !ok {
+			return nil, nil
+		}
+		refused := map[string]byte{}
+		for f, code := range st.Result() {
+			if code == 0x80 {
+				refused[f] = want[f]
+			}
+		}
+		if len(refused) == 0 {
+			return nil, nil
+		}
+		if try == refusalTries {
+			return keys(refused), nil
+		}
+		c.log.Debug("subscription refused; trying again", "filters", keys(refused), "try", try)
+		want = refused
+		time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+	}
 }
 
 // report hands the first connection's outcome to Connect; false when

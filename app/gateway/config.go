@@ -58,6 +58,11 @@ type Config struct {
 	// MaxOfflineSessions bounds the offline sessions kept; the one offline
 	// the longest is deleted first.
 	MaxOfflineSessions int `toml:"max_offline_sessions"`
+	// MaxRetainedMessages and MaxRetainedBytes bound the retained messages
+	// (count, payload bytes); past them a new retained message is delivered
+	// but not kept.
+	MaxRetainedMessages int   `toml:"max_retained_messages"`
+	MaxRetainedBytes    int64 `toml:"max_retained_bytes"`
 	// StatsInterval is how often broker counters are logged; 0 disables.
 	StatsInterval config.Duration `toml:"stats_interval"`
 	// LogLevel is debug, info, warn or error.
@@ -97,6 +102,8 @@ func DefaultConfig() Config {
 		MaxQueuedBytes:      broker.DefaultMaxQueuedBytes,
 		MaxQueuedBytesTotal: broker.DefaultMaxQueuedBytesAll,
 		MaxOfflineSessions:  broker.DefaultMaxOfflineSessions,
+		MaxRetainedMessages: broker.DefaultMaxRetained,
+		MaxRetainedBytes:    broker.DefaultMaxRetainedBytes,
 		StatsInterval:       config.Duration(60 * time.Second),
 		LogLevel:            "info",
 		Control: Control{
@@ -137,6 +144,10 @@ func (c *Config) Validate() error {
 		return config.Errorf("max_queued_bytes", "must be %d..max_queued_bytes_total (%d) (got %d)", minQueuedBytes, c.MaxQueuedBytesTotal, c.MaxQueuedBytes)
 	case c.MaxOfflineSessions < 1 || c.MaxOfflineSessions > maxOfflineSessions:
 		return config.Errorf("max_offline_sessions", "must be 1..%d (got %d)", maxOfflineSessions, c.MaxOfflineSessions)
+	case c.MaxRetainedMessages < 16 || c.MaxRetainedMessages > 10000000:
+		return config.Errorf("max_retained_messages", "must be 16..10000000 (got %d)", c.MaxRetainedMessages)
+	case c.MaxRetainedBytes < minQueuedBytes || c.MaxRetainedBytes > maxQueuedBytes:
+		return config.Errorf("max_retained_bytes", "must be %d..%d (got %d)", minQueuedBytes, int64(maxQueuedBytes), c.MaxRetainedBytes)
 	case c.StatsInterval < 0:
 		return config.Errorf("stats_interval", "must not be negative")
 	case k.Period.D() < 100*time.Millisecond:

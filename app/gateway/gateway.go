@@ -23,10 +23,12 @@ import (
 // are bounded where they are declared (package broker; plane.go).
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error {
 	b, err := broker.Start(broker.Config{
-		Listen:          cfg.Listen,
-		AllowAnonymous:  cfg.AllowAnonymous,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		Sessions:        cfg.SessionLimits(),
+		Listen:           cfg.Listen,
+		AllowAnonymous:   cfg.AllowAnonymous,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		Sessions:         cfg.SessionLimits(),
+		MaxRetained:      cfg.MaxRetainedMessages,
+		MaxRetainedBytes: cfg.MaxRetainedBytes,
 	}, log)
 	if err != nil {
 		return err
@@ -44,7 +46,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	lim := b.Limits()
 	log.Info("gateway started", "listen", b.Addr(), "max_message_bytes", cfg.MaxMessageBytes,
 		"session_expiry", lim.Expiry, "max_queued_messages", lim.MaxMessages, "max_queued_bytes", lim.MaxBytes,
-		"max_queued_bytes_total", lim.MaxBytesTotal, "max_offline_sessions", lim.MaxOfflineSessions)
+		"max_queued_bytes_total", lim.MaxBytesTotal, "max_offline_sessions", lim.MaxOfflineSessions,
+		"max_retained_messages", cfg.MaxRetainedMessages, "max_retained_bytes", cfg.MaxRetainedBytes)
 
 	var tick <-chan time.Time
 	if cfg.StatsInterval > 0 {
@@ -58,7 +61,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 			log.Info("gateway stopping")
 			return nil
 		case <-tick:
-			i, st := b.Info(), b.SessionStats()
+			i, st, rt := b.Info(), b.SessionStats(), b.RetainedStats()
 			d := st.Discarded
 			log.Info("broker", "clients", i.ClientsConnected, "inflight", i.Inflight,
 				"received", i.MessagesReceived, "sent", i.MessagesSent,
@@ -67,7 +70,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 				slog.Group("discarded", "count_cap", d.CountCap, "byte_cap", d.ByteCap, "total_cap", d.TotalCap,
 					"expired", d.Expired, "session_cap", d.SessionCap, "bytes", st.DiscardedBytes),
 				"sessions_expired", st.SessionsExpired, "sessions_evicted", st.SessionsEvicted, "takeovers", st.Takeovers,
-				"malformed", pl.malformedCounts(), "events_dropped", pl.dropped.Load())
+				slog.Group("retained", "messages", rt.Messages, "bytes", rt.Bytes, "refused", rt.Refused),
+				"malformed", pl.malformedCounts(), "events_dropped", pl.dropped.Load(), "decisions_repaired", pl.repaired.Load())
 		}
 	}
 }
