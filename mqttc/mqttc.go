@@ -33,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -236,7 +237,7 @@ func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 }
 
 // trackedConn notices, before paho does, that the broker closed the
-// connection (EOF), so that the count of such closes is up to date before
+// connection (EOF, or a reset when it closed with our bytes unread), so that the count of such closes is up to date before
 // paho's reconnect dials again.
 type trackedConn struct {
 	net.Conn
@@ -246,7 +247,7 @@ type trackedConn struct {
 
 func (t *trackedConn) Read(b []byte) (int, error) {
 	n, err := t.Conn.Read(b)
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 		t.once.Do(t.c.closedByBroker)
 	}
 	return n, err

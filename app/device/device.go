@@ -51,6 +51,8 @@ type device struct {
 	slowdown atomic.Uint64 // math.Float64bits
 
 	acks chan pendingAck
+	// cloudsFull: the bound of tracked cloudprocs was reached (logged once).
+	cloudsFull atomic.Bool
 	// lastProgress is when a frame was last captured or a result last came
 	// back (UnixNano).
 	lastProgress atomic.Int64
@@ -289,7 +291,9 @@ func (d *device) onMessage(c paho.Client, m paho.Message) {
 	if id, err := wire.ParseCloudStatusTopic(topic); err == nil {
 		switch string(m.Payload()) {
 		case wire.Online:
-			d.clouds.set(id, true)
+			if !d.clouds.set(id, true) && d.cloudsFull.CompareAndSwap(false, true) {
+				d.log.Warn("ignoring cloudproc statuses: tracking the most cloudprocs already (logged once)", "topic", topic, "max", maxClouds)
+			}
 		case wire.Offline, "":
 			d.clouds.set(id, false)
 		default:

@@ -6,7 +6,12 @@ import (
 	"sync"
 )
 
+// maxClouds bounds the cloudprocs a device tracks; status messages of more
+// are ignored (and counted as bad, see onMessage).
+const maxClouds = 1024
+
 // presence tracks which cloudprocs are online, from their retained status.
+// It holds at most maxClouds.
 type presence struct {
 	mu      sync.Mutex
 	online  map[string]bool
@@ -17,16 +22,22 @@ func newPresence() *presence {
 	return &presence{online: map[string]bool{}, changed: make(chan struct{})}
 }
 
-func (p *presence) set(id string, on bool) {
+// set records a cloudproc's status; false when it is new and the bound is
+// reached.
+func (p *presence) set(id string, on bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if on {
+		if !p.online[id] && len(p.online) >= maxClouds {
+			return false
+		}
 		p.online[id] = true
 	} else {
 		delete(p.online, id)
 	}
 	close(p.changed)
 	p.changed = make(chan struct{})
+	return true
 }
 
 func (p *presence) any() bool {
