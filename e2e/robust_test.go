@@ -204,5 +204,7 @@ func TestCloudprocCrashLosesNothing(t *testing.T) {
 		t.Errorf("%+v: want every result, no drop, and resends of the frames the crash lost", sum)
 	}
 	waitFor(t, 30*time.Second, "results", func() bool { return col.count(sum.run) >= frames })
-	exactlyOnce(t, col.run(t, sum.run), "crashy", frames)
+	// A resend may cross its result: a frame's result can be delivered
+	// twice (identical), but the device counts it once (above).
+	everyFrameCounted(t, col.run(t, sum.run), "crashy", frames)
 }
