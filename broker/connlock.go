@@ -66,18 +66,47 @@ func (h *connectLock) stripe(id string) *stripe {
 }
 
 // OnSessionEstablish takes the client id's lock before mochi looks for an
-// existing session.
+// existing session. mochi gives up on a connection without calling any
+// later hook when its CONNACK or its resent messages cannot be written, so
+// a holder can vanish: a lock whose holder's connection is closed is taken
+// over at once, and one held longer than connectLockWait is taken over
+// too (with a warning), never left behind.
 func (h *connectLock) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	s := h.stripe(cl.ID)
-	select {
-	case s.sem <- struct{}{}:
-	case <-time.After(connectLockWait):
-		h.log.Warn("session set-up lock not released in time; going ahead", "client", cl.ID, "waited", connectLockWait)
-		return
+	deadline := time.NewTimer(connectLockWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case s.sem <- struct{}{}:
+			s.mu.Lock()
+			s.holder = cl
+			s.mu.Unlock()
+			return
+		case <-poll.C:
+			s.mu.Lock()
+			stale := s.holder != nil && s.holder.Closed()
+			if stale {
+				s.holder = cl // the lock passes to us, still taken
+			}
+			s.mu.Unlock()
+			if stale {
+				return
+			}
+		case <-deadline.C:
+			h.log.Warn("session set-up lock held too long; taking it over", "client", cl.ID, "waited", connectLockWait)
+			s.mu.Lock()
+			if s.holder == nil { // released meanwhile: take it properly
+				s.mu.Unlock()
+				s.sem <- struct{}{}
+				s.mu.Lock()
+			}
+			s.holder = cl
+			s.mu.Unlock()
+			return
+		}
 	}
-	s.mu.Lock()
-	s.holder = cl
-	s.mu.Unlock()
 }
 
 // OnSessionEstablished releases the lock once the client is in mochi's

@@ -21,7 +21,7 @@ const (
 // RetainedStats are the retained-message counters.
 type RetainedStats struct {
 	Messages int   `json:"messages"` // retained messages now
-	Bytes    int64 `json:"bytes"`    // their payload bytes
+	Bytes    int64 `json:"bytes"`    // their topic and payload bytes
 	// Refused counts publishes whose retain flag was dropped because a
 	// bound was reached (the message itself was delivered).
 	Refused int64 `json:"refused"`
@@ -33,8 +33,9 @@ type RetainedStats struct {
 // bound a new retained message is delivered to current subscribers but not
 // kept (its retain flag is dropped), counted and logged (rate-limited).
 // Replacing or clearing a retained message is always allowed. The gateway's
-// own (inline) publishes are never refused, and the broker's own $SYS
-// topics (a fixed set) are not counted. Concurrent publishers may
+// own (inline) publishes are never refused, and the broker's own $SYS/
+// topics (a fixed set) are not counted. A message costs its topic and
+// payload bytes. Concurrent publishers may
 // overshoot a bound by one message each.
 type retainHook struct {
 	mqtt.HookBase
@@ -67,12 +68,12 @@ func (h *retainHook) Provides(b byte) bool {
 
 // OnPublish drops the retain flag of a publish that would pass a bound.
 func (h *retainHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !pk.FixedHeader.Retain || len(pk.Payload) == 0 || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
+	if !pk.FixedHeader.Retain || len(pk.Payload) == 0 || cl.Net.Inline {
 		return pk, nil
 	}
 	h.mu.Lock()
 	old, exists := h.sizes[pk.TopicName]
-	over := (!exists && len(h.sizes) >= h.maxCount) || h.bytes-int64(old)+int64(len(pk.Payload)) > h.maxBytes
+	over := (!exists && len(h.sizes) >= h.maxCount) || h.bytes-int64(old)+int64(retainedSize(pk)) > h.maxBytes
 	if over {
 		h.refused++
 	}
@@ -90,8 +91,8 @@ func (h *retainHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 
 // OnRetainMessage keeps the count and bytes of what mochi retained.
 func (h *retainHook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, r int64) {
-	if strings.HasPrefix(pk.TopicName, "$") {
-		return
+	if strings.HasPrefix(pk.TopicName, "$SYS/") {
+		return // the broker's own, a fixed set
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -101,9 +102,13 @@ func (h *retainHook) OnRetainMessage(_ *mqtt.Client, pk packets.Packet, r int64)
 		delete(h.sizes, pk.TopicName)
 		return
 	}
-	h.bytes += int64(len(pk.Payload) - old)
-	h.sizes[pk.TopicName] = len(pk.Payload)
+	n := retainedSize(pk)
+	h.bytes += int64(n - old)
+	h.sizes[pk.TopicName] = n
 }
+
+// retainedSize is what a retained message costs: its topic and payload.
+func retainedSize(pk packets.Packet) int { return len(pk.TopicName) + len(pk.Payload) }
 
 func (h *retainHook) stats() RetainedStats {
 	h.mu.Lock()

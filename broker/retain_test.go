@@ -60,8 +60,8 @@ func TestRetainedMessagesAreBounded(t *testing.T) {
 		retain(t, c, fmt.Sprint("r/", i), []byte("x"))
 	}
 	waitUntil(t, "five live deliveries", func() bool { return len(live.all()) == 5 })
-	if st := b.RetainedStats(); st.Messages != 3 || st.Refused != 2 || st.Bytes != 3 {
-		t.Fatalf("stats %+v, want 3 kept (3 bytes) and 2 refused", st)
+	if st := b.RetainedStats(); st.Messages != 3 || st.Refused != 2 || st.Bytes != 3*4 {
+		t.Fatalf("stats %+v, want 3 kept (12 bytes: topic and payload) and 2 refused", st)
 	}
 	if got := retainedTopics(t, b, "r/#", 3); len(got) != 3 {
 		t.Fatalf("retained %v, want r/1..r/3", got)
@@ -69,17 +69,22 @@ func TestRetainedMessagesAreBounded(t *testing.T) {
 	retain(t, c, "r/1", []byte("replaced")) // replacing: allowed
 	retain(t, c, "r/2", nil)                // clearing: allowed, frees a place
 	retain(t, c, "r/4", []byte("y"))        // now fits
-	if st := b.RetainedStats(); st.Messages != 3 || st.Refused != 2 || st.Bytes != 8+1+1 {
-		t.Fatalf("after replace, clear and one more: %+v, want 3 kept (10 bytes), 2 refused", st)
+	if st := b.RetainedStats(); st.Messages != 3 || st.Refused != 2 || st.Bytes != 3+8+3+1+3+1 {
+		t.Fatalf("after replace, clear and one more: %+v, want 3 kept (19 bytes), 2 refused", st)
+	}
+	// Topics starting with $ other than the broker's own are counted too.
+	retain(t, c, "$x/1", []byte("z"))
+	if st := b.RetainedStats(); st.Messages != 3 || st.Refused != 3 {
+		t.Fatalf("a $-topic escaped the bound: %+v", st)
 	}
 	// The byte bound.
-	bb := startRetainTest(t, 100, 2500)
+	bb := startRetainTest(t, 100, 2*1005+500)
 	cb, _ := connect(t, bb, "writer", true, nil)
 	defer cb.Disconnect(0)
 	for i := 1; i <= 3; i++ {
 		retain(t, cb, fmt.Sprint("big/", i), make([]byte, 1000))
 	}
-	if st := bb.RetainedStats(); st.Messages != 2 || st.Bytes != 2000 || st.Refused != 1 {
-		t.Fatalf("byte bound: %+v, want 2 kept (2000 bytes), 1 refused", st)
+	if st := bb.RetainedStats(); st.Messages != 2 || st.Bytes != 2*1005 || st.Refused != 1 {
+		t.Fatalf("byte bound: %+v, want 2 kept (2010 bytes), 1 refused", st)
 	}
 }

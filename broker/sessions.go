@@ -503,10 +503,14 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if cl.Net.Inline {
 		return
 	}
-	if errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+	takenOver := errors.Is(cl.StopCause(), packets.ErrSessionTakenOver)
+	if takenOver {
 		h.tookOver(cl)
 	}
-	if cl.IsTakenOver() {
+	// mochi marks the old client taken over only after it has stopped it,
+	// so its OnDisconnect may run before IsTakenOver is true: the stop
+	// cause says it at once.
+	if takenOver || cl.IsTakenOver() {
 		return // the new connection has the session
 	}
 	var ended []*mqtt.Client

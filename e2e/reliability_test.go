@@ -106,6 +106,13 @@ func TestResentFrameGetsTheSameResultAgain(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		send(wire.StageTopic("lost", "circle"), bad, "run2", i)
 	}
+	// A state this build cannot read (a newer version) is answered too,
+	// from its head.
+	newer := envelope(t, func(e *wire.Envelope) { e.Device, e.Run, e.Seq, e.Version = "lost", "run3", 1, 99 })
+	send(wire.StageTopic("lost", "circle"), newer, "run3", 1)
+	if res := col.run(t, "run3"); len(res) != 1 || res[0].Seq != 1 || !strings.Contains(res[0].raw, `"error":"bad_state: `) {
+		t.Errorf("run3: %d results, want one error result for seq 1: %v", len(res), res)
+	}
 	for _, run := range []string{"run1", "run2"} {
 		res := col.run(t, run)
 		for _, r := range res {
@@ -121,7 +128,7 @@ func TestResentFrameGetsTheSameResultAgain(t *testing.T) {
 		t.Errorf("run2: %d results, first %s; want 2 copies of an error result for seq 3", len(res), res[0].raw)
 	}
 	cloud.stop(t)
-	want := "results=1 duplicates=3 replayed=3 rejected=[stage_error=1]"
+	want := "results=1 duplicates=3 replayed=3 rejected=[bad_state=1 stage_error=1]"
 	if !strings.Contains(cloud.stderr.String(), want) {
 		t.Errorf("cloudproc's counters: want %s in\n%s", want, tail(cloud.stderr.String()))
 	}
@@ -187,9 +194,22 @@ func TestGatewayRepairsTheRetainedControlState(t *testing.T) {
 	decisionWith(t, w, "the device reports split 4")
 	atSplit(2, "the device back at split 2 after the forged live decision")
 
+	// 4. A forgery that claims the gateway's own run with the largest
+	// epoch: the gateway cannot outbid it, so it moves the device to a new
+	// run id, which the device takes whatever the epoch.
+	ours := w.lastDecision().GatewayRun
+	maxEpoch := strings.Replace(strings.Replace(forged, `"gateway_run":"forger","epoch":1`,
+		`"gateway_run":"`+ours+`","epoch":18446744073709551615`, 1), `"split":1`, `"split":5`, 1)
+	mosq(t, broker, "mosquitto_pub", "-t", topic, "-r", "-m", maxEpoch)
+	atSplit(5, "the device following the forged decision with the largest epoch")
+	atSplit(2, "the device back at split 2 after the largest-epoch forgery")
+	if d := w.lastDecision(); d.GatewayRun == ours || d.Split != 2 {
+		t.Errorf("repair of the largest-epoch forgery: %+v, want split 2 under a new run id", d)
+	}
+
 	// Each repair is logged with what was found.
-	if n := strings.Count(gw.stderr.String(), "control state inconsistent"); n < 3 {
-		t.Errorf("the gateway logged %d repairs, want at least 3", n)
+	if n := strings.Count(gw.stderr.String(), "control state inconsistent"); n < 4 {
+		t.Errorf("the gateway logged %d repairs, want at least 4", n)
 	}
 	// The retained decision is the gateway's again.
 	got := mosq(t, broker, "mosquitto_sub", "-t", topic, "-C", "1", "-W", "5")

@@ -9,17 +9,22 @@
 //     redone (its subscriptions failed) is closed underneath paho instead,
 //     which paho handles as a lost connection and redials with its backoff.
 //   - A SUBACK that refuses a filter (return code 0x80) is a failure. On the
-//     first connection Connect returns an *RefusedError; on a later one the
+//     first connection Connect returns a *RefusedError; on a later one the
 //     client logs the error and reconnects with backoff (the broker's ACL
 //     may have been reloaded).
 //   - A client whose connection the broker closes TakeoverLimit times
-//     within TakeoverWindow is being kicked by another client using the
-//     same client id. The client logs "another client may be using client
+//     within TakeoverWindow, with no failed dial in between (a broker that
+//     was down or restarting refuses dials; a takeover never does), is
+//     being kicked by another client using the same client id. The client logs "another client may be using client
 //     id X" from the second such close on, and at the limit gives up: it
 //     disconnects for good, and Done is closed with an *IDConflictError.
 //     Takeovers alternate (each connect kicks the other process), so the
 //     process that was connected first reaches the limit first: the older
 //     process exits and the newer keeps running.
+//   - A CONNECT refused for bad credentials or authorisation is final:
+//     Connect returns the error (Done, later), instead of paho's silent
+//     retry forever. Other failures are logged at most every 30 s and
+//     retried.
 package mqttc
 
 import (
@@ -37,6 +42,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Timeout bounds every wait on a paho token.
@@ -73,6 +79,9 @@ type Options struct {
 	Handler paho.MessageHandler
 	// OnReady runs after the subscriptions of each connect are acknowledged.
 	OnReady func(paho.Client)
+	// OnLost, if set, runs (on its own goroutine) when a connection is
+	// lost; the client is reconnecting.
+	OnLost func(error)
 	// TakeoverLimit is how many times the broker may close the connection
 	// within TakeoverWindow before the client gives up (see the package
 	// doc). 0 takes DefaultTakeoverLimit; negative never gives up.
@@ -89,6 +98,7 @@ type RefusedError struct {
 	Filters  []string
 }
 
+// Error says which filters were refused, for which client id.
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("broker refused subscription to %s for client id %s (SUBACK 0x80): the broker does not allow this client to read it",
 		strings.Join(e.Filters, ", "), e.ClientID)
@@ -102,6 +112,7 @@ type IDConflictError struct {
 	Window   time.Duration
 }
 
+// Error names the client id and how often the broker closed it.
 func (e *IDConflictError) Error() string {
 	return fmt.Sprintf("another client may be using client id %s: the broker closed this client's connection %d times within %v; giving up so that the other one keeps running",
 		e.ClientID, e.Closes, e.Window)
@@ -116,6 +127,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	conn     net.Conn // the current network connection
+	warned   map[string]time.Time
 	closes   []time.Time
 	first    chan error // the first connect's outcome, then nil
 	done     chan struct{}
@@ -167,7 +179,9 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		SetConnectTimeout(Timeout).
 		SetAutoAckDisabled(o.ManualAck).
 		SetResumeSubs(false).
-		SetCustomOpenConnectionFn(c.dial)
+		SetProtocolVersion(4). // MQTT 3.1.1; no silent fall-back to 3.1 on a refusal
+		SetCustomOpenConnectionFn(c.dial).
+		SetConnectionNotificationHandler(c.onNotification)
 	if o.Username != "" {
 		po.SetUsername(o.Username).SetPassword(o.Password)
 	}
@@ -183,11 +197,14 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		po.SetStore(gate)
 	}
 	po.SetOnConnectHandler(func(pc paho.Client) {
-		// paho runs this on its own goroutine: waiting here is safe.
+		// paho runs this on its own goroutine, right after the connection
+		// came up: waiting here is safe, and the current connection is
+		// this handler's (a failure closes that one, never a newer one).
+		conn := c.current()
 		if gate != nil {
 			gate.wait(Timeout)
 		}
-		c.onConnect(pc)
+		c.onConnect(pc, conn)
 	})
 	po.SetConnectionLostHandler(func(_ paho.Client, err error) { c.onLost(err) })
 	c.Client = paho.NewClient(po)
@@ -198,6 +215,8 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 			c.Client.Disconnect(0)
 			return nil, fmt.Errorf("connect to %s: %w", o.Broker, err)
 		}
+	case <-c.done:
+		return nil, c.Err()
 	case <-ctx.Done():
 		c.Client.Disconnect(0)
 		return nil, ctx.Err()
@@ -219,7 +238,9 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 
 // dial opens the network connection for paho and remembers it, so that a
 // failed connection can be closed underneath paho (see the package doc). It
-// refuses to dial once the client has given up.
+// refuses to dial once the client has given up. A dial that fails resets
+// the count of closes by the broker: the broker was down or restarting,
+// which a takeover never causes.
 func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if err := c.Err(); err != nil {
 		return nil, err
@@ -227,6 +248,10 @@ func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := net.Dialer{Timeout: o.ConnectTimeout}
 	conn, err := d.Dial("tcp", u.Host)
 	if err != nil {
+		c.mu.Lock()
+		c.closes = nil
+		c.mu.Unlock()
+		c.warnEvery("dial", "cannot reach the broker; retrying", "broker", c.o.Broker, "client", c.o.ClientID, "error", err)
 		return nil, err
 	}
 	tc := &trackedConn{Conn: conn, c: c}
@@ -237,8 +262,10 @@ func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 }
 
 // trackedConn notices, before paho does, that the broker closed the
-// connection (EOF, or a reset when it closed with our bytes unread), so that the count of such closes is up to date before
-// paho's reconnect dials again.
+// connection — EOF or a reset on a read, a reset or broken pipe on a write
+// — so that the count of such closes is up to date before paho's reconnect
+// dials again. A connection closed by this process (net.ErrClosed) is not
+// counted.
 type trackedConn struct {
 	net.Conn
 	c    *Client
@@ -253,20 +280,32 @@ func (t *trackedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// redo closes the current connection; paho sees a lost connection and
-// reconnects with its backoff.
-func (c *Client) redo() {
+func (t *trackedConn) Write(b []byte) (int, error) {
+	n, err := t.Conn.Write(b)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		t.once.Do(t.c.closedByBroker)
+	}
+	return n, err
+}
+
+// current is the connection dialled last.
+func (c *Client) current() net.Conn {
 	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	return c.conn
+}
+
+// redo closes conn; when it is the live connection paho sees a lost
+// connection and reconnects with its backoff.
+func redo(conn net.Conn) {
 	if conn != nil {
 		_ = conn.Close()
 	}
 }
 
-// onConnect makes the subscriptions of a new connection, then runs
-// OnReady. Any failure redoes the connection.
-func (c *Client) onConnect(pc paho.Client) {
+// onConnect makes the subscriptions of the new connection conn, then runs
+// OnReady. Any failure redoes that connection.
+func (c *Client) onConnect(pc paho.Client, conn net.Conn) {
 	if h := testHookBeforeSubscribe; h != nil {
 		h(c.o.ClientID)
 	}
@@ -274,7 +313,7 @@ func (c *Client) onConnect(pc paho.Client) {
 		refused, err := c.subscribe(pc)
 		if err != nil {
 			c.log.Warn("subscribe failed; reconnecting", "filters", keys(c.o.Subscriptions), "client", c.o.ClientID, "error", err)
-			c.redo()
+			redo(conn)
 			return
 		}
 		if len(refused) > 0 {
@@ -283,7 +322,7 @@ func (c *Client) onConnect(pc paho.Client) {
 				return // Connect returns the error
 			}
 			c.log.Error("subscription refused; reconnecting", "error", err)
-			c.redo()
+			redo(conn)
 			return
 		}
 	}
@@ -349,9 +388,45 @@ func (c *Client) report(err error) bool {
 	return true
 }
 
+// onNotification logs a refused CONNECT. Refused credentials or
+// authorisation are final: the client gives up (Connect or Done report
+// it) instead of retrying silently forever.
+func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
+	f, ok := n.(paho.ConnectionNotificationFailed)
+	if !ok || f.Reason == nil {
+		return
+	}
+	if errors.Is(f.Reason, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(f.Reason, packets.ErrorRefusedNotAuthorised) {
+		c.fail(fmt.Errorf("broker %s refused client id %s: %w", c.o.Broker, c.o.ClientID, f.Reason))
+		return
+	}
+	c.warnEvery("connect", "connect failed; retrying", "broker", c.o.Broker, "client", c.o.ClientID, "error", f.Reason)
+}
+
+// warnEvery logs at most one line of a kind per 30 s.
+func (c *Client) warnEvery(kind, msg string, args ...any) {
+	now := time.Now()
+	c.mu.Lock()
+	if c.warned == nil {
+		c.warned = map[string]time.Time{}
+	}
+	last := c.warned[kind] // kinds: a fixed few
+	due := now.Sub(last) >= 30*time.Second
+	if due {
+		c.warned[kind] = now
+	}
+	c.mu.Unlock()
+	if due {
+		c.log.Warn(msg, args...)
+	}
+}
+
 // onLost logs a lost connection; paho reconnects by itself.
 func (c *Client) onLost(err error) {
 	c.log.Warn("connection lost; reconnecting", "broker", c.o.Broker, "client", c.o.ClientID, "error", err)
+	if c.o.OnLost != nil {
+		c.o.OnLost(err)
+	}
 }
 
 // closedByBroker counts a connection the broker closed and gives up at the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,5 +190,28 @@ func TestClientIDConflictOlderGivesUp(t *testing.T) {
 	case <-newer.Done():
 		t.Fatalf("the newer client gave up: %v", newer.Err())
 	default:
+	}
+}
+
+// rejectUser refuses one user name.
+type rejectUser struct{ user string }
+
+func (p rejectUser) Authenticate(_, user string, _ []byte) bool { return user != p.user }
+func (rejectUser) Allow(string, string, string, bool) bool     { return true }
+
+// Refused credentials end Connect with the broker's answer, at once,
+// instead of a silent retry forever.
+func TestRefusedCredentialsAreFinal(t *testing.T) {
+	url := startBroker(t, rejectUser{"mallory"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := Connect(ctx, Options{Broker: url, ClientID: "m", Username: "mallory", Password: "x", Clean: true, Log: quiet()})
+	if err == nil {
+		c.Close(0)
+		t.Fatal("connected with refused credentials")
+	}
+	if !strings.Contains(err.Error(), "refused client id m") || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %v: %v", time.Since(start), err)
 	}
 }

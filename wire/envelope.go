@@ -181,6 +181,50 @@ func Decode(b []byte, maxBytes int) (*Envelope, error) {
 	return &e, nil
 }
 
+// Head is the part of an envelope that names the frame: enough to answer
+// a state that cannot be decoded in full (a newer version, a bad field,
+// too large) with an error result.
+type Head struct {
+	Version   int    `cbor:"1,keyasint"`
+	Device    string `cbor:"4,keyasint"`
+	Run       string `cbor:"5,keyasint"`
+	Seq       uint64 `cbor:"6,keyasint"`
+	Split     int    `cbor:"7,keyasint"`
+	CaptureTS int64  `cbor:"9,keyasint"`
+}
+
+// headMode decodes a Head leniently: other keys are skipped, whatever they
+// hold (bounded in nesting and size like a full decode).
+var headMode = func() cbor.DecMode {
+	m, err := cbor.DecOptions{
+		MaxNestedLevels:  8,
+		MaxArrayElements: MaxPoints * 2,
+		MaxMapPairs:      MaxFields,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}()
+
+// DecodeHead reads the frame's identity from a state, however large or
+// otherwise invalid, and checks that device and run are well formed.
+func DecodeHead(b []byte) (Head, error) {
+	var h Head
+	if err := headMode.Unmarshal(b, &h); err != nil {
+		return h, fmt.Errorf("decode state head: %w", err)
+	}
+	if err := ValidateName(h.Device); err != nil {
+		return h, fmt.Errorf("state device: %w", err)
+	}
+	if len(h.Run) == 0 || len(h.Run) > MaxNameLen {
+		return h, fmt.Errorf("state run id has length %d (allowed 1..%d)", len(h.Run), MaxNameLen)
+	}
+	return h, nil
+}
+
 // Validate checks every bound and invariant of the envelope.
 func (e *Envelope) Validate() error {
 	if e.Version != Version {

@@ -268,22 +268,30 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 			reason = RejectTooLarge
 		}
 		p.reject(reason, topic, device, err)
-		m.Ack()
+		if h, herr := wire.DecodeHead(m.Payload()); herr == nil && h.Device == device {
+			p.answerError(m, h, reason, err)
+			return
+		}
+		m.Ack() // nothing names the frame: it cannot be answered
 		return
 	}
 	if env.Device != device {
+		// Not answered: the state does not belong to the topic's device.
 		p.reject(RejectWrongDevice, topic, device, fmt.Errorf("state of device %q on this device's topic", env.Device))
 		m.Ack()
 		return
 	}
+	head := wire.Head{Version: env.Version, Device: env.Device, Run: env.Run, Seq: env.Seq, Split: env.Split, CaptureTS: env.CaptureTS}
 	if env.Next != stage {
-		p.reject(RejectUnknownStage, topic, device, fmt.Errorf("state for stage %q on the topic of stage %q", env.Next, stage))
-		m.Ack()
+		err := fmt.Errorf("state for stage %q on the topic of stage %q", env.Next, stage)
+		p.reject(RejectUnknownStage, topic, device, err)
+		p.answerError(m, head, RejectUnknownStage, err)
 		return
 	}
 	if _, ok := tasks.Lookup(env.Pipeline); !ok {
-		p.reject(RejectUnknownPipeline, topic, device, fmt.Errorf("pipeline %q is not registered here", env.Pipeline))
-		m.Ack()
+		err := fmt.Errorf("pipeline %q is not registered here", env.Pipeline)
+		p.reject(RejectUnknownPipeline, topic, device, err)
+		p.answerError(m, head, RejectUnknownPipeline, err)
 		return
 	}
 	k := key{device: device, run: env.Run, seq: env.Seq}
@@ -313,6 +321,20 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 		p.reject(ShedOverload, topic, device, fmt.Errorf("device's queue of %d frames is full", p.cfg.Queue))
 		m.Ack()
 	}
+}
+
+// answerError publishes an error result for a frame that cannot be
+// processed, so that its device counts it dropped instead of resending it
+// forever, and acknowledges the message once that is published.
+func (p *proc) answerError(m paho.Message, h wire.Head, reason string, cause error) {
+	res, err := wire.MarshalResult(wire.ResultHead{Device: h.Device, Run: h.Run, Seq: h.Seq, Split: h.Split,
+		CaptureTS: time.Unix(0, h.CaptureTS), Error: fmt.Sprintf("%s: %v", reason, cause)}, nil)
+	if err == nil {
+		if err := mqttc.Publish(p.client, wire.ResultTopic(h.Device), 1, false, res); err != nil {
+			return // not acknowledged: the device resends and it is answered then
+		}
+	}
+	m.Ack()
 }
 
 func (p *proc) pipeline(name string, opts []byte) (*tasks.Pipeline, error) {
@@ -442,6 +464,9 @@ func (p *proc) process(j *job, head *wire.ResultHead) (res, annotated []byte, re
 	}
 	if res, err = wire.MarshalResult(*head, st.Result()); err != nil {
 		return nil, nil, RejectStageError, err
+	}
+	if len(res) > wire.MaxResultBytes { // the device would refuse it
+		return nil, nil, RejectStageError, fmt.Errorf("result of %d bytes exceeds %d", len(res), wire.MaxResultBytes)
 	}
 	return res, st.Annotated(), "", nil
 }

@@ -105,8 +105,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("remember_bytes", "must be 65536..4294967296 (got %d)", c.RememberBytes)
 	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
 		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
-	case c.TakeoverWindow.D() < time.Second:
-		return config.Errorf("takeover_window", "must be at least 1s (got %v)", c.TakeoverWindow.D())
+	case c.TakeoverWindow.D() < 30*time.Second:
+		return config.Errorf("takeover_window", "must be at least 30s, so that takeover_limit closes fit in it at paho's 5 s reconnect backoff (got %v)", c.TakeoverWindow.D())
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case c.TelemetryInterval.D() < 100*time.Millisecond:

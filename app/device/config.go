@@ -45,6 +45,9 @@ type Config struct {
 	MatCodec          string          `toml:"mat_codec"`
 	JPEGQuality       int             `toml:"jpeg_quality"`
 	ResendAfter       config.Duration `toml:"resend_after"`
+	// MaxResends: a frame resent this many times without a result is
+	// dropped (unanswered); 0 resends without limit.
+	MaxResends int `toml:"max_resends"`
 	DrainTimeout      config.Duration `toml:"drain_timeout"`
 	StatusInterval    config.Duration `toml:"status_interval"`
 	TelemetryInterval config.Duration `toml:"telemetry_interval"`
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		MatCodec:          "auto",
 		JPEGQuality:       90,
 		ResendAfter:       config.Duration(15 * time.Second),
+		MaxResends:        8,
 		DrainTimeout:      config.Duration(30 * time.Second),
 		StatusInterval:    config.Duration(2 * time.Second),
 		TelemetryInterval: config.Duration(2 * time.Second),
@@ -161,6 +165,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("jpeg_quality", "must be 1..100 (got %d)", c.JPEGQuality)
 	case c.ResendAfter.D() < 100*time.Millisecond:
 		return config.Errorf("resend_after", "must be at least 100ms (got %v)", c.ResendAfter.D())
+	case c.MaxResends < 0 || c.MaxResends > 1000:
+		return config.Errorf("max_resends", "must be 0..1000 (0: no limit), got %d", c.MaxResends)
 	case c.DrainTimeout.D() < 0:
 		return config.Errorf("drain_timeout", "must not be negative")
 	case c.StatusInterval.D() < 0:
@@ -173,8 +179,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("max_bad_frames", "must be 1..100000 (got %d)", c.MaxBadFrames)
 	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
 		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
-	case c.TakeoverWindow.D() < time.Second:
-		return config.Errorf("takeover_window", "must be at least 1s (got %v)", c.TakeoverWindow.D())
+	case c.TakeoverWindow.D() < 30*time.Second:
+		return config.Errorf("takeover_window", "must be at least 30s, so that takeover_limit closes fit in it at paho's 5 s reconnect backoff (got %v)", c.TakeoverWindow.D())
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
 		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
 	}

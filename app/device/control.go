@@ -22,8 +22,8 @@ type controlState struct {
 	target     float64
 	epoch      uint64
 	gatewayRun string
-	pending    string // ignore decisions until one answers this cmd_id
-	sentCmds   bool
+	pending    string // ignore decisions until one answers this cmd_id…
+	sentAt     time.Time // …or until pendingWait after the commands were sent
 	cmds       [][2]string // start-up commands: topic, payload
 	stateMu    sync.Mutex  // serialises state publishes
 }
@@ -73,7 +73,7 @@ func (d *device) onDecision(client paho.Client, m paho.Message) {
 	}
 	c := d.ctl
 	c.mu.Lock()
-	if pending := c.pending; pending != "" && dec.CmdID != pending {
+	if pending := c.pending; pending != "" && dec.CmdID != pending && (c.sentAt.IsZero() || time.Since(c.sentAt) < pendingWait) {
 		c.mu.Unlock()
 		d.log.Debug("ignoring decision: waiting for the answer to our command", "cmd_id", pending, "epoch", dec.Epoch)
 		return
@@ -114,22 +114,31 @@ func (d *device) onSlowdown(client paho.Client, m paho.Message) {
 	d.publishState(client)
 }
 
+// pendingWait bounds how long the device ignores decisions that do not
+// answer its start-up commands (an answer lost with a connection must not
+// make it deaf to the gateway for good).
+const pendingWait = 10 * time.Second
+
 // sendStartCommands sends, once, the target and the manual split the
-// configuration asks for, as commands to the gateway.
+// configuration asks for, as commands to the gateway. Commands that fail
+// are sent again on the next connect.
 func (d *device) sendStartCommands(c paho.Client) {
 	d.ctl.mu.Lock()
-	if d.ctl.sentCmds {
-		d.ctl.mu.Unlock()
-		return
-	}
-	d.ctl.sentCmds = true
 	cmds := d.ctl.cmds
 	d.ctl.mu.Unlock()
+	var failed [][2]string
 	for _, cmd := range cmds {
 		if err := mqttc.Publish(c, cmd[0], 1, false, cmd[1]); err != nil {
-			d.log.Warn("could not send start-up command", "topic", cmd[0], "error", err)
+			d.log.Warn("could not send start-up command; sending it again on the next connect", "topic", cmd[0], "error", err)
+			failed = append(failed, cmd)
 		}
 	}
+	d.ctl.mu.Lock()
+	d.ctl.cmds = failed
+	if len(cmds) > 0 && len(failed) == 0 {
+		d.ctl.sentAt = time.Now()
+	}
+	d.ctl.mu.Unlock()
 }
 
 // currentState is what the device runs now.

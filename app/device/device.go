@@ -118,6 +118,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		},
 		Handler:        d.onMessage,
 		OnReady:        d.onReady,
+		// While disconnected no cloudproc is known to be online: capture
+		// holds (block) or drops (no_cloud), and nothing is resent, so
+		// nothing piles up in paho's in-memory store.
+		OnLost:         func(error) { d.clouds.clear() },
 		TakeoverLimit:  cfg.takeoverLimit(),
 		TakeoverWindow: cfg.TakeoverWindow.D(),
 		Log:            d.log,
@@ -129,6 +133,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 
 	select {
 	case <-d.ready:
+	case <-d.client.Done():
+		return d.stats.snapshot(), d.client.Err()
 	case <-ctx.Done():
 		return d.stats.snapshot(), ctx.Err()
 	}
@@ -206,10 +212,20 @@ func (d *device) drain(capErr error) {
 	case errors.Is(capErr, errStalled):
 	default:
 		drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout.D())
+		go func() { // a client that gives up ends the drain
+			select {
+			case <-d.client.Done():
+				cancel()
+			case <-drainCtx.Done():
+			}
+		}()
 		drained := d.win.waitEmpty(drainCtx)
 		cancel()
 		if drained {
 			return
+		}
+		if d.client.Err() != nil {
+			reason = DropDisconnected
 		}
 	}
 	for range d.win.abandon() {
@@ -511,11 +527,16 @@ func (d *device) resendLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if !d.clouds.any() {
+			if !d.clouds.any() || !d.client.IsConnectionOpen() {
 				continue
 			}
-			for _, f := range d.win.stale(now.Add(-d.cfg.ResendAfter.D()), now) {
-				d.log.Info("result overdue; resending frame", "seq", f.seq, "topic", f.topic)
+			stale, gaveUp := d.win.stale(now.Add(-d.cfg.ResendAfter.D()), now, d.cfg.MaxResends)
+			for _, f := range gaveUp {
+				d.stats.drop(DropUnanswered)
+				d.log.Warn("no result after the most resends; frame dropped", "seq", f.seq, "topic", f.topic, "max_resends", d.cfg.MaxResends)
+			}
+			for _, f := range stale {
+				d.log.Info("result overdue; resending frame", "seq", f.seq, "topic", f.topic, "resend", f.resends)
 				d.stats.add(func(s *Summary) { s.Resent++ })
 				d.publish(f)
 			}

@@ -7,7 +7,7 @@ import (
 )
 
 // maxClouds bounds the cloudprocs a device tracks; status messages of more
-// are ignored (and counted as bad, see onMessage).
+// are ignored (logged once, see onMessage).
 const maxClouds = 1024
 
 // presence tracks which cloudprocs are online, from their retained status.
@@ -38,6 +38,16 @@ func (p *presence) set(id string, on bool) bool {
 	close(p.changed)
 	p.changed = make(chan struct{})
 	return true
+}
+
+// clear forgets every cloudproc: on a lost connection nothing is known
+// until the retained statuses come again with the resubscription.
+func (p *presence) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.online)
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 func (p *presence) any() bool {

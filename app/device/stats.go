@@ -19,6 +19,7 @@ const (
 	DropResultTimeout = "result_timeout" // no result before the drain timeout
 	DropDisconnected  = "disconnected"   // in flight when the device gave up its connection (client-id conflict)
 	DropCloudError    = "cloud_error"    // a cloud stage failed on it (the result says why)
+	DropUnanswered    = "unanswered"     // no result after max_resends resends
 )
 
 // Summary is the device's account of a run: captured = results + dropped.

@@ -13,6 +13,7 @@ type flight struct {
 	payload  []byte
 	captured time.Time // monotonic: when the frame was captured
 	sent     time.Time // monotonic: last (re)publish
+	resends  int       // times republished
 }
 
 // window tracks the frames in flight, end to end: a slot is taken when a
@@ -106,18 +107,29 @@ func (w *window) complete(seq uint64, done func(*flight)) bool {
 	return ok
 }
 
-// stale returns the frames last sent before cutoff and marks them sent now.
-func (w *window) stale(cutoff, now time.Time) []*flight {
+// stale returns the frames last sent before cutoff and marks them sent
+// now. A frame already resent maxResends times is removed instead and
+// returned in gaveUp, with its slot given back (maxResends 0: no limit).
+func (w *window) stale(cutoff, now time.Time, maxResends int) (resend, gaveUp []*flight) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []*flight
-	for _, f := range w.flights {
-		if f.sent.Before(cutoff) {
-			f.sent = now
-			out = append(out, f)
+	for seq, f := range w.flights {
+		if !f.sent.Before(cutoff) {
+			continue
 		}
+		if maxResends > 0 && f.resends >= maxResends {
+			delete(w.flights, seq)
+			gaveUp = append(gaveUp, f)
+			continue
+		}
+		f.sent = now
+		f.resends++
+		resend = append(resend, f)
 	}
-	return out
+	if len(gaveUp) > 0 {
+		w.signal()
+	}
+	return resend, gaveUp
 }
 
 // inFlight is the number of frames in flight.

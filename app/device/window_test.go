@@ -62,12 +62,33 @@ func TestStaleReturnsOverdueFramesOnce(t *testing.T) {
 		_ = w.acquire(context.Background())
 		w.register(&flight{seq: uint64(i), sent: now.Add(-age)})
 	}
-	got := w.stale(now.Add(-5*time.Second), now)
+	got, _ := w.stale(now.Add(-5*time.Second), now, 0)
 	if len(got) != 2 {
 		t.Fatalf("%d stale frames, want 2", len(got))
 	}
-	if again := w.stale(now.Add(-5*time.Second), now); len(again) != 0 {
+	if again, _ := w.stale(now.Add(-5*time.Second), now, 0); len(again) != 0 {
 		t.Errorf("resent frames are stale again at once: %d", len(again))
+	}
+}
+
+// A frame resent max_resends times without a result leaves the window
+// (and is counted dropped by the caller): nothing stays in flight forever.
+func TestStaleGivesUpAfterMaxResends(t *testing.T) {
+	w := newWindow(2)
+	start := time.Now()
+	_ = w.acquire(context.Background())
+	w.register(&flight{seq: 7, sent: start})
+	for i := 1; i <= 3; i++ {
+		now := start.Add(time.Duration(i) * time.Minute)
+		resend, gaveUp := w.stale(now.Add(-time.Second), now, 3)
+		if len(resend) != 1 || len(gaveUp) != 0 {
+			t.Fatalf("round %d: %d resent, %d given up; want 1, 0", i, len(resend), len(gaveUp))
+		}
+	}
+	now := start.Add(4 * time.Minute)
+	resend, gaveUp := w.stale(now.Add(-time.Second), now, 3)
+	if len(resend) != 0 || len(gaveUp) != 1 || gaveUp[0].seq != 7 || w.used() != 0 {
+		t.Fatalf("after 3 resends: %d resent, %d given up, %d slots used; want 0, 1, 0", len(resend), len(gaveUp), w.used())
 	}
 }
 

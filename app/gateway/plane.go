@@ -31,7 +31,10 @@ type event struct {
 
 // dev is what the gateway knows about one device.
 type dev struct {
-	id      string
+	id string
+	// run is the gateway run id in this device's decisions: the gateway's
+	// own, until a forged decision claims it (see audit).
+	run     string
 	decided bool // a decision was published by this gateway run
 	mode    string
 	target  float64
@@ -165,7 +168,7 @@ func (p *plane) device(id string) *dev {
 	if len(p.devs) >= maxDevices {
 		return nil
 	}
-	d := &dev{id: id, mode: wire.ModeAuto, cloudMS: map[string]float64{}, ctrl: controller.New(p.params())}
+	d := &dev{id: id, run: p.run, mode: wire.ModeAuto, cloudMS: map[string]float64{}, ctrl: controller.New(p.params())}
 	p.devs[id] = d
 	return d
 }
@@ -262,11 +265,14 @@ func (p *plane) onState(id string, ev event) {
 	if d == nil {
 		return
 	}
+	restarted := d.hasState && st.Run != d.state.Run
 	d.state, d.stages, d.online, d.hasState = st, st.Stages, true, true
-	if d.decided {
+	if d.decided && !(restarted && d.split >= st.Stages) {
 		return
 	}
-	d.mode, d.split, d.target, d.epoch = st.Mode, st.Split, st.TargetFPS, st.Epoch
+	// First sight of the device in this gateway run, or a device restarted
+	// with fewer stages than the decided split: adopt its state.
+	d.mode, d.split, d.target = st.Mode, st.Split, st.TargetFPS
 	reason := "gateway adopted the device's state"
 	if d.target <= 0 {
 		d.target = p.cfg.DefaultTargetFPS
@@ -397,10 +403,15 @@ func (p *plane) onTargetCommand(id string, ev event) {
 
 // audit keeps the retained control topics true: within a control period of
 // finding the retained decision of a device cleared or overwritten by
-// another client, or the device's retained state disagreeing with the
-// decision for a whole period, it republishes its decision (with a new
-// epoch, above any it has seen, so the device takes it) and logs what it
-// found. Repeated repairs of one device back off up to 32 periods.
+// another client, or the state of an online device disagreeing with the
+// decision for a whole period, it republishes its decision and logs what
+// it found. Repeated repairs of one device back off up to 32 periods.
+//
+// The gateway never adopts an epoch it did not issue: when a decision or a
+// state claims the device's gateway run with an epoch the gateway has not
+// reached (a forgery, which could be as high as the largest uint64), the
+// device's run id is replaced, and a device takes any decision of another
+// run whatever its epoch.
 func (p *plane) audit(now time.Time) {
 	period := p.cfg.Control.Period.D()
 	for _, d := range p.devs {
@@ -408,7 +419,7 @@ func (p *plane) audit(now time.Time) {
 			continue
 		}
 		found := p.retainedProblem(d)
-		if found == "" && d.hasState {
+		if found == "" && d.hasState && d.online {
 			st := d.state
 			if st.Split != d.split || st.Mode != d.mode || st.TargetFPS != d.target {
 				if d.mismatchSince.IsZero() {
@@ -425,8 +436,8 @@ func (p *plane) audit(now time.Time) {
 		if found == "" || now.Before(d.nextRepair) {
 			continue
 		}
-		if d.state.GatewayRun == p.run && d.state.Epoch > d.epoch {
-			d.epoch = d.state.Epoch
+		if d.state.GatewayRun == d.run && d.state.Epoch > d.epoch {
+			d.run = newRunID() // the device took an epoch this gateway never issued
 		}
 		d.repairs++
 		d.nextRepair = now.Add(period << min(d.repairs, 5))
@@ -446,8 +457,8 @@ func (p *plane) retainedProblem(d *dev) string {
 	if bytes.Equal(msgs[0].Payload, d.lastDecision) {
 		return ""
 	}
-	if dec, err := wire.ParseDecision(msgs[0].Payload); err == nil && dec.GatewayRun == p.run && dec.Epoch > d.epoch {
-		d.epoch = dec.Epoch // the device may have taken it: outbid it
+	if dec, err := wire.ParseDecision(msgs[0].Payload); err == nil && dec.GatewayRun == d.run && dec.Epoch > d.epoch {
+		d.run = newRunID() // the device may have taken it: leave its run behind
 	}
 	return fmt.Sprintf("the retained decision was overwritten by another client (%s)", truncate(msgs[0].Payload))
 }
@@ -457,7 +468,7 @@ func (p *plane) decide(d *dev, reason string, predicted *float64, cmdID string) 
 	d.epoch++
 	d.decided = true
 	dec := wire.Decision{Split: d.split, Mode: d.mode, TargetFPS: d.target, Reason: reason, PredictedFPS: predicted,
-		GatewayRun: p.run, Epoch: d.epoch, CmdID: cmdID, TS: time.Now().UTC()}
+		GatewayRun: d.run, Epoch: d.epoch, CmdID: cmdID, TS: time.Now().UTC()}
 	p.log.Info("split decision", "device", d.id, "split", d.split, "mode", d.mode, "target_fps", d.target, "epoch", d.epoch, "reason", reason)
 	b, err := json.Marshal(dec)
 	if err != nil {
