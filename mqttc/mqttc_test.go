@@ -197,7 +197,7 @@ func TestClientIDConflictOlderGivesUp(t *testing.T) {
 type rejectUser struct{ user string }
 
 func (p rejectUser) Authenticate(_, user string, _ []byte) bool { return user != p.user }
-func (rejectUser) Allow(string, string, string, bool) bool     { return true }
+func (rejectUser) Allow(string, string, string, bool) bool      { return true }
 
 // Refused credentials end Connect with the broker's answer, at once,
 // instead of a silent retry forever.

@@ -29,25 +29,25 @@ type Emulate struct {
 
 // Config is the device's configuration (configs/pi.toml).
 type Config struct {
-	ID                string          `toml:"id"`
-	Broker            string          `toml:"broker"`
-	Username          string          `toml:"username"`
-	Password          string          `toml:"password"`
-	Pipeline          string          `toml:"pipeline"`
-	Source            string          `toml:"source"`
-	Split             int             `toml:"split"`
-	Mode              string          `toml:"mode"`
-	TargetFPS         float64         `toml:"target_fps"`
-	Frames            int             `toml:"frames"`
-	Window            int             `toml:"window"`
-	Policy            string          `toml:"policy"`
-	MaxMessageBytes   int             `toml:"max_message_bytes"`
-	MatCodec          string          `toml:"mat_codec"`
-	JPEGQuality       int             `toml:"jpeg_quality"`
-	ResendAfter       config.Duration `toml:"resend_after"`
+	ID              string          `toml:"id"`
+	Broker          string          `toml:"broker"`
+	Username        string          `toml:"username"`
+	Password        string          `toml:"password"`
+	Pipeline        string          `toml:"pipeline"`
+	Source          string          `toml:"source"`
+	Split           int             `toml:"split"`
+	Mode            string          `toml:"mode"`
+	TargetFPS       float64         `toml:"target_fps"`
+	Frames          int             `toml:"frames"`
+	Window          int             `toml:"window"`
+	Policy          string          `toml:"policy"`
+	MaxMessageBytes int             `toml:"max_message_bytes"`
+	MatCodec        string          `toml:"mat_codec"`
+	JPEGQuality     int             `toml:"jpeg_quality"`
+	ResendAfter     config.Duration `toml:"resend_after"`
 	// MaxResends: a frame resent this many times without a result is
 	// dropped (unanswered); 0 resends without limit.
-	MaxResends int `toml:"max_resends"`
+	MaxResends        int             `toml:"max_resends"`
 	DrainTimeout      config.Duration `toml:"drain_timeout"`
 	StatusInterval    config.Duration `toml:"status_interval"`
 	TelemetryInterval config.Duration `toml:"telemetry_interval"`

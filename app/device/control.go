@@ -22,8 +22,8 @@ type controlState struct {
 	target     float64
 	epoch      uint64
 	gatewayRun string
-	pending    string // ignore decisions until one answers this cmd_id…
-	sentAt     time.Time // …or until pendingWait after the commands were sent
+	pending    string      // ignore decisions until one answers this cmd_id…
+	sentAt     time.Time   // …or until pendingWait after the commands were sent
 	cmds       [][2]string // start-up commands: topic, payload
 	stateMu    sync.Mutex  // serialises state publishes
 }

@@ -116,8 +116,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 			wire.ControlSplitTopic(cfg.ID):       1,
 			wire.ControlSlowdownSetTopic(cfg.ID): 1,
 		},
-		Handler:        d.onMessage,
-		OnReady:        d.onReady,
+		Handler: d.onMessage,
+		OnReady: d.onReady,
 		// While disconnected no cloudproc is known to be online: capture
 		// holds (block) or drops (no_cloud), and nothing is resent, so
 		// nothing piles up in paho's in-memory store.
