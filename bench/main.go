@@ -25,6 +25,7 @@ import (
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -145,7 +146,7 @@ func allLocal(frames int, slowdown float64) (sample, error) {
 			break
 		}
 		s := tasks.NewState("bench", 0)
-		s.SetMat(tasks.FieldSource, f)
+		cvmat.Set(s, tasks.FieldSource, f)
 		if _, err := p.Run(ctx, s, 0, p.Len()-1, wrap); err != nil {
 			s.Close()
 			return sample{}, err

@@ -119,11 +119,11 @@ func TestBadInputIsCountedAndHarmsNoOtherDevice(t *testing.T) {
 		pub("offload/evil/circle", envelope(t, func(e *wire.Envelope) { e.Next = "mask" }))
 		pub("offload/evil/circle", envelope(t, func(e *wire.Envelope) { e.Pipeline = "nosuch" }))
 		pub("offload/evil/circle", envelope(t, func(e *wire.Envelope) { e.Device = "good" }))
-		pub("offload/evil/circle", envelope(t, func(e *wire.Envelope) { e.Version = 2 }))
+		pub("offload/evil/circle", envelope(t, func(e *wire.Envelope) { e.Version = 99 }))
 	}
 	pub("offload/evil/sink", make([]byte, wire.DefaultMaxMessageBytes+1000))
 	pub("offload/evil/contours", envelope(t, func(e *wire.Envelope) {
-		e.Fields["mask"] = wire.Field{Kind: wire.KindMat, Mat: &wire.Mat{Rows: 1, Cols: 4, Type: 0, Codec: wire.CodecPNG, Data: []byte("fake png")}}
+		e.Fields["mask"] = wire.Field{Kind: wire.KindArray, Array: &wire.Array{DType: "uint8", Shape: []int{1, 4}, Codec: "png", Data: []byte("fake png")}}
 		e.Next = "contours"
 		e.Split = 3
 	}))

@@ -1,154 +1,239 @@
 package tasks
 
 import (
-	"bytes"
 	"fmt"
-	"image"
-	"image/jpeg"
-	"image/png"
+	"slices"
+	"sort"
+	"sync"
 
 	"github.com/splitpoint/splitpoint/wire"
-	"gocv.io/x/gocv"
 )
 
-// MatEncoding chooses how matrices are encoded on the wire. The zero value
-// is raw.
-type MatEncoding struct {
-	Codec       wire.MatCodec
-	JPEGQuality int // 1..100, for CodecJPEG
+// Codec encodes arrays for the wire. The core knows only "raw" (the
+// elements as they are); a pipeline registers others, for example OpenCV's
+// PNG and JPEG for images.
+type Codec interface {
+	// Name is the codec's name on the wire and in configs.
+	Name() string
+	// Accepts reports whether the codec can encode a.
+	Accepts(a Array) bool
+	// Preferred reports whether "auto" should use this codec for a (only
+	// lossless codecs should prefer anything).
+	Preferred(a Array) bool
+	// Encode encodes a; quality (1..100) applies to lossy codecs.
+	Encode(a Array, quality int) ([]byte, error)
+	// Decode decodes data announced as dtype and shape and returns an
+	// Array or a Native of exactly that type and shape. It must check the
+	// data's own header against them before decoding, so that a small
+	// message cannot announce a huge image.
+	Decode(data []byte, dtype DType, shape []int) (any, error)
+}
+
+var (
+	codecMu sync.RWMutex
+	codecs  []Codec // in registration order
+)
+
+// RegisterCodec adds an array codec. It panics on an invalid or duplicate
+// name; registration happens in init functions.
+func RegisterCodec(c Codec) {
+	if err := wire.ValidateName(c.Name()); err != nil || c.Name() == wire.CodecRaw || c.Name() == EncodingAuto {
+		panic(fmt.Sprintf("tasks.RegisterCodec: invalid codec name %q", c.Name()))
+	}
+	codecMu.Lock()
+	defer codecMu.Unlock()
+	for _, o := range codecs {
+		if o.Name() == c.Name() {
+			panic("tasks.RegisterCodec: codec registered twice: " + c.Name())
+		}
+	}
+	codecs = append(codecs, c)
+}
+
+func lookupCodec(name string) (Codec, bool) {
+	codecMu.RLock()
+	defer codecMu.RUnlock()
+	for _, c := range codecs {
+		if c.Name() == name {
+			return c, true
+		}
+	}
+	return nil, false
+}
+
+// CodecNames lists the encodings a config may name: auto, raw and the
+// registered codecs, sorted.
+func CodecNames() []string {
+	codecMu.RLock()
+	defer codecMu.RUnlock()
+	out := []string{EncodingAuto, wire.CodecRaw}
+	for _, c := range codecs {
+		out = append(out, c.Name())
+	}
+	sort.Strings(out[2:])
+	return out
+}
+
+// EncodingAuto lets each array pick the first registered codec that
+// prefers it, and raw otherwise.
+const EncodingAuto = "auto"
+
+// Encoding chooses how arrays are encoded on the wire.
+type Encoding struct {
+	// Codec is "auto", "raw" or a registered codec's name. A named codec
+	// that does not accept an array leaves it raw.
+	Codec string
+	// Quality is the quality (1..100) of lossy codecs.
+	Quality int
+}
+
+// ParseEncoding checks an encoding name against the registered codecs.
+func ParseEncoding(name string, quality int) (Encoding, error) {
+	if name != EncodingAuto && name != wire.CodecRaw {
+		if _, ok := lookupCodec(name); !ok {
+			return Encoding{}, fmt.Errorf("unknown codec %q (allowed: %v)", name, CodecNames())
+		}
+	}
+	return Encoding{Codec: name, Quality: quality}, nil
+}
+
+func (e Encoding) codecFor(a Array) Codec {
+	if e.Codec == EncodingAuto {
+		codecMu.RLock()
+		defer codecMu.RUnlock()
+		for _, c := range codecs {
+			if c.Preferred(a) {
+				return c
+			}
+		}
+		return nil
+	}
+	if c, ok := lookupCodec(e.Codec); ok && c.Accepts(a) {
+		return c
+	}
+	return nil // raw
 }
 
 // EncodeFields encodes the named fields of s. A name that s lacks is skipped:
 // a stage that filtered the frame may not have written every field.
-func EncodeFields(s *State, names []string, enc MatEncoding) (map[string]wire.Field, error) {
+func EncodeFields(s *State, names []string, enc Encoding) (map[string]wire.Field, error) {
 	out := make(map[string]wire.Field, len(names))
 	for _, name := range names {
-		if m, ok := s.mats[name]; ok {
-			wm, err := encodeMat(m, enc)
-			if err != nil {
-				return nil, fmt.Errorf("field %s: %w", name, err)
-			}
-			out[name] = wire.Field{Kind: wire.KindMat, Mat: wm}
-		} else if v, ok := s.nums[name]; ok {
-			out[name] = wire.Field{Kind: wire.KindNumber, Num: v}
-		} else if p, ok := s.points[name]; ok {
-			lists := make([][]int32, len(p))
-			for i, l := range p {
-				flat := make([]int32, 0, 2*len(l))
-				for _, pt := range l {
-					flat = append(flat, int32(pt.X), int32(pt.Y))
-				}
-				lists[i] = flat
-			}
-			out[name] = wire.Field{Kind: wire.KindPoints, Points: lists}
+		v, ok := s.vals[name]
+		if !ok {
+			continue
 		}
+		f, err := encodeValue(v, enc, true)
+		if err != nil {
+			return nil, fmt.Errorf("field %s: %w", name, err)
+		}
+		out[name] = f
 	}
 	return out, nil
 }
 
-func encodeMat(m gocv.Mat, enc MatEncoding) (*wire.Mat, error) {
-	if m.Empty() {
-		return nil, fmt.Errorf("matrix is empty")
-	}
-	codec := enc.Codec
-	if codec == wire.CodecAuto {
-		codec = wire.CodecRaw
-		if m.Type() == gocv.MatTypeCV8UC1 {
-			codec = wire.CodecPNG
-		}
-	}
-	wm := &wire.Mat{Rows: m.Rows(), Cols: m.Cols(), Type: int(m.Type()), Codec: codec}
-	switch codec {
-	case wire.CodecRaw:
-		if !m.IsContinuous() {
-			c := m.Clone()
-			defer c.Close()
-			m = c
-		}
-		wm.Data = m.ToBytes()
-	case wire.CodecPNG, wire.CodecJPEG:
-		ext, params := gocv.PNGFileExt, []int{gocv.IMWritePngCompression, 1}
-		if codec == wire.CodecJPEG {
-			ext, params = gocv.JPEGFileExt, []int{gocv.IMWriteJpegQuality, enc.JPEGQuality}
-		}
-		buf, err := gocv.IMEncodeWithParams(ext, m, params)
+func encodeValue(v any, enc Encoding, top bool) (wire.Field, error) {
+	switch v := v.(type) {
+	case float64:
+		return wire.Field{Kind: wire.KindNumber, Num: v}, nil
+	case string:
+		return wire.Field{Kind: wire.KindString, Str: v}, nil
+	case Array:
+		return encodeArray(v, enc)
+	case Native:
+		a, err := v.Array()
 		if err != nil {
-			return nil, err
+			return wire.Field{}, err
 		}
-		wm.Data = append([]byte(nil), buf.GetBytes()...)
-		buf.Close()
-	default:
-		return nil, fmt.Errorf("unknown codec %d", enc.Codec)
+		return encodeArray(a, enc)
+	case []any:
+		if !top {
+			return wire.Field{}, fmt.Errorf("a list inside a list cannot be encoded")
+		}
+		l := make([]wire.Field, len(v))
+		for i, e := range v {
+			f, err := encodeValue(e, enc, false)
+			if err != nil {
+				return wire.Field{}, fmt.Errorf("list value %d: %w", i, err)
+			}
+			l[i] = f
+		}
+		return wire.Field{Kind: wire.KindList, List: l}, nil
 	}
-	return wm, nil
+	return wire.Field{}, errKind(v)
 }
 
-// DecodeFields fills s from wire fields. Matrices are copied into memory
-// that the state owns. On error s may hold some fields; the caller closes it.
+func encodeArray(a Array, enc Encoding) (wire.Field, error) {
+	if err := a.Validate(); err != nil {
+		return wire.Field{}, err
+	}
+	wa := &wire.Array{DType: string(a.DType), Shape: slices.Clone(a.Shape), Codec: wire.CodecRaw, Data: a.Data}
+	if c := enc.codecFor(a); c != nil {
+		data, err := c.Encode(a, enc.Quality)
+		if err != nil {
+			return wire.Field{}, fmt.Errorf("%s: %w", c.Name(), err)
+		}
+		wa.Codec, wa.Data = c.Name(), data
+	}
+	return wire.Field{Kind: wire.KindArray, Array: wa}, nil
+}
+
+// DecodeFields fills s from wire fields. Raw arrays keep referring to the
+// fields' data. On error s may hold some fields; the caller closes it.
 func DecodeFields(s *State, fields map[string]wire.Field) error {
 	for name, f := range fields {
-		switch f.Kind {
-		case wire.KindNumber:
-			s.SetNum(name, f.Num)
-		case wire.KindPoints:
-			lists := make([][]image.Point, len(f.Points))
-			for i, flat := range f.Points {
-				l := make([]image.Point, len(flat)/2)
-				for j := range l {
-					l[j] = image.Pt(int(flat[2*j]), int(flat[2*j+1]))
-				}
-				lists[i] = l
-			}
-			s.SetPoints(name, lists)
-		case wire.KindMat:
-			m, err := decodeMat(f.Mat)
-			if err != nil {
-				return fmt.Errorf("field %s: %w", name, err)
-			}
-			s.SetMat(name, m)
-		default:
-			return fmt.Errorf("field %s: unknown kind %d", name, f.Kind)
+		v, err := decodeValue(f)
+		if err != nil {
+			return fmt.Errorf("field %s: %w", name, err)
 		}
+		s.set(name, v)
 	}
 	return nil
 }
 
-func decodeMat(wm *wire.Mat) (gocv.Mat, error) {
-	switch wm.Codec {
-	case wire.CodecRaw:
-		m := gocv.NewMatWithSize(wm.Rows, wm.Cols, gocv.MatType(wm.Type))
-		dst, err := m.DataPtrUint8()
-		if err != nil || len(dst) != len(wm.Data) {
-			m.Close()
-			return gocv.Mat{}, fmt.Errorf("raw matrix: cannot copy %d bytes: %v", len(wm.Data), err)
+func decodeValue(f wire.Field) (any, error) {
+	switch f.Kind {
+	case wire.KindNumber:
+		return f.Num, nil
+	case wire.KindString:
+		return f.Str, nil
+	case wire.KindArray:
+		return decodeArray(f.Array)
+	case wire.KindList:
+		l := make([]any, len(f.List))
+		for i, e := range f.List {
+			v, err := decodeValue(e)
+			if err != nil {
+				for _, d := range l[:i] {
+					if n, ok := d.(Native); ok {
+						_ = n.Close()
+					}
+				}
+				return nil, fmt.Errorf("list value %d: %w", i, err)
+			}
+			l[i] = v
 		}
-		copy(dst, wm.Data)
-		return m, nil
-	case wire.CodecPNG, wire.CodecJPEG:
-		// Check the image header with Go's decoders before OpenCV sees the
-		// data, so a small message cannot announce a huge image.
-		var cfg image.Config
-		var err error
-		if wm.Codec == wire.CodecPNG {
-			cfg, err = png.DecodeConfig(bytes.NewReader(wm.Data))
-		} else {
-			cfg, err = jpeg.DecodeConfig(bytes.NewReader(wm.Data))
-		}
-		if err != nil {
-			return gocv.Mat{}, fmt.Errorf("%s matrix: %w", wm.Codec, err)
-		}
-		if cfg.Width != wm.Cols || cfg.Height != wm.Rows {
-			return gocv.Mat{}, fmt.Errorf("%s matrix is %dx%d, header says %dx%d", wm.Codec, cfg.Height, cfg.Width, wm.Rows, wm.Cols)
-		}
-		m, err := gocv.IMDecode(wm.Data, gocv.IMReadUnchanged)
-		if err != nil {
-			return gocv.Mat{}, err
-		}
-		if m.Empty() || m.Rows() != wm.Rows || m.Cols() != wm.Cols || int(m.Type()) != wm.Type {
-			m.Close()
-			return gocv.Mat{}, fmt.Errorf("%s matrix decoded to a different size or type", wm.Codec)
-		}
-		return m, nil
+		return l, nil
 	}
-	return gocv.Mat{}, fmt.Errorf("unknown codec %d", wm.Codec)
+	return nil, fmt.Errorf("unknown kind %d", f.Kind)
+}
+
+func decodeArray(wa *wire.Array) (any, error) {
+	if wa == nil {
+		return nil, fmt.Errorf("array field without an array")
+	}
+	dtype, shape := DType(wa.DType), slices.Clone(wa.Shape)
+	if wa.Codec == wire.CodecRaw {
+		a := Array{DType: dtype, Shape: shape, Data: wa.Data}
+		return a, a.Validate()
+	}
+	c, ok := lookupCodec(wa.Codec)
+	if !ok {
+		return nil, fmt.Errorf("array codec %q is not registered here (registered: %v)", wa.Codec, CodecNames())
+	}
+	v, err := c.Decode(wa.Data, dtype, shape)
+	if err != nil {
+		return nil, fmt.Errorf("%s array: %w", wa.Codec, err)
+	}
+	return v, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
 	"gocv.io/x/gocv"
 )
@@ -85,10 +86,10 @@ func TestNewPipelineRejectsBadStages(t *testing.T) {
 
 // roundTrip runs stages 0..k-1 locally, ships the state through the wire
 // codec and runs the rest as the cloud does, returning the result.
-func roundTrip(t *testing.T, p *tasks.Pipeline, frame gocv.Mat, k int, enc tasks.MatEncoding) (string, int) {
+func roundTrip(t *testing.T, p *tasks.Pipeline, frame gocv.Mat, k int, enc tasks.Encoding) (string, int) {
 	t.Helper()
 	s := tasks.NewState("dev", 3)
-	s.SetMat(tasks.FieldSource, frame)
+	cvmat.Set(s, tasks.FieldSource, frame)
 	filtered, err := p.Run(ctx, s, 0, k, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -143,9 +144,9 @@ func TestCodecRoundTripAtEveryBoundary(t *testing.T) {
 		for n := 0; n < 3; n++ {
 			frame, _ := src.Read(ctx)
 			var want string
-			for _, codec := range []wire.MatCodec{wire.CodecRaw, wire.CodecPNG, wire.CodecAuto} {
+			for _, codec := range []string{"raw", "png", "auto"} {
 				for k := 1; k <= p.MaxSplit(); k++ {
-					got, size := roundTrip(t, p, frame.Clone(), k, tasks.MatEncoding{Codec: codec})
+					got, size := roundTrip(t, p, frame.Clone(), k, tasks.Encoding{Codec: codec})
 					if want == "" {
 						want = got
 					}
@@ -158,7 +159,7 @@ func TestCodecRoundTripAtEveryBoundary(t *testing.T) {
 				}
 			}
 			// JPEG is lossy and opt-in: it must work, results may differ.
-			if got, _ := roundTrip(t, p, frame.Clone(), 1, tasks.MatEncoding{Codec: wire.CodecJPEG, JPEGQuality: 90}); !strings.Contains(got, `"width":500`) {
+			if got, _ := roundTrip(t, p, frame.Clone(), 1, tasks.Encoding{Codec: "jpeg", Quality: 90}); !strings.Contains(got, `"width":500`) {
 				t.Errorf("jpeg round trip: %s", got)
 			}
 			frame.Close()
@@ -170,21 +171,21 @@ func TestDecodeFieldsRejectsLyingImageHeaders(t *testing.T) {
 	defer matcheck.Assert(t, matcheck.Open())
 	m := gocv.NewMatWithSize(10, 20, gocv.MatTypeCV8UC3)
 	s := tasks.NewState("d", 0)
-	s.SetMat("frame", m)
-	f, err := tasks.EncodeFields(s, []string{"frame"}, tasks.MatEncoding{Codec: wire.CodecPNG})
+	cvmat.Set(s, "frame", m)
+	f, err := tasks.EncodeFields(s, []string{"frame"}, tasks.Encoding{Codec: "png"})
 	s.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	fm := f["frame"]
-	fm.Mat.Rows = 11 // header disagrees with the PNG
+	fm.Array.Shape[0] = 11 // the array disagrees with the PNG's header
 	r := tasks.NewState("d", 0)
 	defer r.Close()
-	if err := tasks.DecodeFields(r, f); err == nil || !strings.Contains(err.Error(), "header says") {
+	if err := tasks.DecodeFields(r, f); err == nil || !strings.Contains(err.Error(), "its array says") {
 		t.Errorf("got %v, want a size mismatch error", err)
 	}
-	fm.Mat.Rows = 10
-	fm.Mat.Data = bytes.Repeat([]byte{1}, 40)
+	fm.Array.Shape[0] = 10
+	fm.Array.Data = bytes.Repeat([]byte{1}, 40)
 	if err := tasks.DecodeFields(r, f); err == nil {
 		t.Error("garbage PNG decoded")
 	}

@@ -2,116 +2,118 @@ package tasks
 
 import (
 	"encoding/json"
-	"image"
+	"fmt"
 	"sort"
-
-	"gocv.io/x/gocv"
 )
 
-// FieldSource is the field the framework fills with the captured frame
+// FieldSource is the field the framework fills with the captured input
 // before the first stage runs. The first stage owns it from then on.
 const FieldSource = "source"
 
-// State is one frame's task state: typed fields plus the outputs the sink
-// produces. A State owns its matrices: SetMat takes ownership, Delete and
-// Close release them, and a matrix obtained with Mat is borrowed and must not
-// be closed by the caller.
+// State is one frame's task state: typed values plus the outputs the sink
+// produces. A value is a number, a string, an Array, a list of those, or a
+// pipeline's Native value. A State owns its native values: SetNative takes
+// ownership, and Delete, replacing the value and Close release them.
 type State struct {
 	// Device and Seq identify the frame; stages may use them (for example to
 	// rate-limit per device) but must not change them.
 	Device string
 	Seq    uint64
 
-	mats      map[string]gocv.Mat
-	nums      map[string]float64
-	points    map[string][][]image.Point
+	vals      map[string]any // float64, string, Array, []any, Native
 	result    json.RawMessage
 	annotated []byte
 }
 
 // NewState returns an empty state for one frame of a device.
 func NewState(device string, seq uint64) *State {
-	return &State{
-		Device: device,
-		Seq:    seq,
-		mats:   map[string]gocv.Mat{},
-		nums:   map[string]float64{},
-		points: map[string][][]image.Point{},
-	}
+	return &State{Device: device, Seq: seq, vals: map[string]any{}}
 }
 
-// SetMat stores m under name and takes ownership of it; a matrix already
-// stored under that name is closed.
-func (s *State) SetMat(name string, m gocv.Mat) {
+func (s *State) set(name string, v any) {
 	s.Delete(name)
-	s.mats[name] = m
-}
-
-// Mat returns the matrix stored under name. The state keeps ownership.
-func (s *State) Mat(name string) (gocv.Mat, bool) {
-	m, ok := s.mats[name]
-	return m, ok
+	s.vals[name] = v
 }
 
 // SetNum stores a number under name.
-func (s *State) SetNum(name string, v float64) {
-	s.Delete(name)
-	s.nums[name] = v
-}
+func (s *State) SetNum(name string, v float64) { s.set(name, v) }
 
 // Num returns the number stored under name.
 func (s *State) Num(name string) (float64, bool) {
-	v, ok := s.nums[name]
+	v, ok := s.vals[name].(float64)
 	return v, ok
 }
 
-// SetPoints stores point lists (for example contours) under name.
-func (s *State) SetPoints(name string, p [][]image.Point) {
-	s.Delete(name)
-	s.points[name] = p
+// SetString stores a string under name.
+func (s *State) SetString(name, v string) { s.set(name, v) }
+
+// String returns the string stored under name.
+func (s *State) String(name string) (string, bool) {
+	v, ok := s.vals[name].(string)
+	return v, ok
 }
 
-// Points returns the point lists stored under name.
-func (s *State) Points(name string) ([][]image.Point, bool) {
-	p, ok := s.points[name]
-	return p, ok
+// SetArray stores an array under name. The state keeps a reference to its
+// Data: the caller must not change it afterwards.
+func (s *State) SetArray(name string, a Array) { s.set(name, a) }
+
+// Array returns the array stored under name; a native value is converted
+// (a copy). The array must not be changed.
+func (s *State) Array(name string) (Array, bool, error) {
+	switch v := s.vals[name].(type) {
+	case Array:
+		return v, true, nil
+	case Native:
+		a, err := v.Array()
+		return a, err == nil, err
+	}
+	return Array{}, false, nil
 }
 
-// Has reports whether any field is stored under name.
+// SetNative stores a pipeline's native value and takes ownership of it.
+func (s *State) SetNative(name string, v Native) { s.set(name, v) }
+
+// Native returns the native value stored under name; the state keeps
+// ownership.
+func (s *State) Native(name string) (Native, bool) {
+	v, ok := s.vals[name].(Native)
+	return v, ok
+}
+
+// SetList stores a list of numbers (float64), strings and Arrays.
+func (s *State) SetList(name string, l []any) { s.set(name, l) }
+
+// List returns the list stored under name.
+func (s *State) List(name string) ([]any, bool) {
+	v, ok := s.vals[name].([]any)
+	return v, ok
+}
+
+// Has reports whether any value is stored under name.
 func (s *State) Has(name string) bool {
-	_, m := s.mats[name]
-	_, n := s.nums[name]
-	_, p := s.points[name]
-	return m || n || p
+	_, ok := s.vals[name]
+	return ok
 }
 
 // Names lists the stored field names in sorted order.
 func (s *State) Names() []string {
-	var out []string
-	for k := range s.mats {
-		out = append(out, k)
-	}
-	for k := range s.nums {
-		out = append(out, k)
-	}
-	for k := range s.points {
+	out := make([]string, 0, len(s.vals))
+	for k := range s.vals {
 		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out
 }
 
-// Delete removes the field stored under name, closing a matrix.
+// Delete removes the value stored under name, closing a native one.
 func (s *State) Delete(name string) {
-	if m, ok := s.mats[name]; ok {
-		m.Close()
-		delete(s.mats, name)
+	if n, ok := s.vals[name].(Native); ok {
+		_ = n.Close()
 	}
-	delete(s.nums, name)
-	delete(s.points, name)
+	delete(s.vals, name)
 }
 
-// Keep removes every field whose name is not in keep.
+// Keep removes every value whose name is not in keep.
 func (s *State) Keep(keep []string) {
 	want := make(map[string]bool, len(keep))
 	for _, k := range keep {
@@ -138,11 +140,12 @@ func (s *State) SetAnnotated(jpeg []byte) { s.annotated = jpeg }
 // Annotated returns what SetAnnotated recorded.
 func (s *State) Annotated() []byte { return s.annotated }
 
-// Close releases every matrix. The state is empty afterwards.
+// Close releases every native value. The state is empty afterwards.
 func (s *State) Close() {
-	for name := range s.mats {
+	for name := range s.vals {
 		s.Delete(name)
 	}
-	s.nums = map[string]float64{}
-	s.points = map[string][][]image.Point{}
 }
+
+// errKind reports a value of a kind that cannot cross the wire.
+func errKind(v any) error { return fmt.Errorf("value of type %T cannot be encoded", v) }

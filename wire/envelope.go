@@ -9,17 +9,20 @@ import (
 )
 
 // Version is the envelope format version this build writes and reads.
-const Version = 1
+// Version 2 carries typed values (numbers, strings, n-dimensional arrays,
+// lists) instead of version 1's OpenCV matrices and point lists.
+const Version = 2
 
 // Limits a decoder enforces besides the message size.
 const (
-	MaxFields      = 64      // typed fields in one state
-	MaxTimings     = 32      // per-stage timings in one state
-	MaxMatDim      = 16384   // rows or cols of a matrix
-	MaxMatChannels = 4       // channels of a matrix
-	MaxPointLists  = 4096    // point lists in one field
-	MaxPoints      = 1 << 20 // points in one field, over all lists
-	MaxOptsBytes   = 4096    // encoded pipeline options
+	MaxFields    = 64      // typed fields in one state
+	MaxTimings   = 32      // per-stage timings in one state
+	MaxDims      = 4       // dimensions of an array
+	MaxDim       = 16384   // length of one dimension
+	MaxListLen   = 4096    // values in a list
+	MaxListElems = 1 << 21 // array elements over all arrays of one list
+	MaxStringLen = 4096    // bytes of a string value
+	MaxOptsBytes = 4096    // encoded pipeline options
 )
 
 // DefaultMaxMessageBytes is the default bound on one encoded state.
@@ -37,72 +40,54 @@ type Kind uint8
 // Field kinds.
 const (
 	KindNumber Kind = 1
-	KindMat    Kind = 2
-	KindPoints Kind = 3
+	KindArray  Kind = 2
+	KindString Kind = 3
+	KindList   Kind = 4
 )
 
-// MatCodec tells how a matrix's Data is encoded.
-type MatCodec uint8
+// CodecRaw is the array codec every build knows: the elements in row-major
+// (C) order, little-endian. Pipelines register others (package tasks).
+const CodecRaw = "raw"
 
-// Matrix codecs. Raw and PNG are lossless; JPEG is lossy and opt-in.
-const (
-	CodecRaw  MatCodec = 0
-	CodecPNG  MatCodec = 1
-	CodecJPEG MatCodec = 2
-)
-
-// String names the codec as the configuration spells it.
-func (c MatCodec) String() string {
-	switch c {
-	case CodecRaw:
-		return "raw"
-	case CodecPNG:
-		return "png"
-	case CodecJPEG:
-		return "jpeg"
-	case CodecAuto:
-		return "auto"
-	}
-	return fmt.Sprintf("codec(%d)", uint8(c))
+// dtypeSizes are the element types an array may have, named as NumPy names
+// them, with their sizes in bytes.
+var dtypeSizes = map[string]int{
+	"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4, "float32": 4, "float64": 8,
 }
 
-// CodecAuto is a configuration choice, never on the wire: PNG for
-// single-channel 8-bit matrices (masks compress to a few hundred bytes),
-// raw for the rest. Both are lossless.
-const CodecAuto MatCodec = 255
-
-// ParseMatCodec parses "auto", "raw", "png" or "jpeg".
-func ParseMatCodec(s string) (MatCodec, error) {
-	switch s {
-	case "auto":
-		return CodecAuto, nil
-	case "raw":
-		return CodecRaw, nil
-	case "png":
-		return CodecPNG, nil
-	case "jpeg":
-		return CodecJPEG, nil
-	}
-	return 0, fmt.Errorf("unknown matrix codec %q (allowed: auto, raw, png, jpeg)", s)
+// DTypeSize returns the size in bytes of an element type, and false for a
+// type a state may not carry.
+func DTypeSize(dtype string) (int, bool) {
+	n, ok := dtypeSizes[dtype]
+	return n, ok
 }
 
-// Mat is a matrix on the wire: an OpenCV element type (depth and channels),
-// its size, and its data encoded with Codec. Raw data is rows*cols*elemsize
-// bytes, row-major and continuous.
-type Mat struct {
-	Rows  int      `cbor:"1,keyasint"`
-	Cols  int      `cbor:"2,keyasint"`
-	Type  int      `cbor:"3,keyasint"`
-	Codec MatCodec `cbor:"4,keyasint"`
-	Data  []byte   `cbor:"5,keyasint"`
+// Array is an n-dimensional array on the wire: its element type, its shape
+// (row-major), and its data encoded with Codec. Raw data is the product of
+// the shape times the element size, little-endian.
+type Array struct {
+	DType string `cbor:"1,keyasint"`
+	Shape []int  `cbor:"2,keyasint"`
+	Codec string `cbor:"3,keyasint"`
+	Data  []byte `cbor:"4,keyasint"`
+}
+
+// Elements is the number of elements the shape holds.
+func (a *Array) Elements() int {
+	n := 1
+	for _, d := range a.Shape {
+		n *= d
+	}
+	return n
 }
 
 // Field is one typed value of a task state.
 type Field struct {
-	Kind   Kind      `cbor:"1,keyasint"`
-	Num    float64   `cbor:"2,keyasint,omitempty"`
-	Mat    *Mat      `cbor:"3,keyasint,omitempty"`
-	Points [][]int32 `cbor:"4,keyasint,omitempty"` // each list is x0,y0,x1,y1,...
+	Kind  Kind    `cbor:"1,keyasint"`
+	Num   float64 `cbor:"2,keyasint,omitempty"`
+	Array *Array  `cbor:"3,keyasint,omitempty"`
+	Str   string  `cbor:"4,keyasint,omitempty"`
+	List  []Field `cbor:"5,keyasint,omitempty"` // numbers, strings or arrays; no nested list
 }
 
 // Timing is the time one stage took and where it ran.
@@ -142,7 +127,7 @@ func init() {
 	}
 	decMode, err = cbor.DecOptions{
 		MaxNestedLevels:   8,
-		MaxArrayElements:  MaxPoints * 2,
+		MaxArrayElements:  MaxListLen,
 		MaxMapPairs:       MaxFields,
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
@@ -198,7 +183,7 @@ type Head struct {
 var headMode = func() cbor.DecMode {
 	m, err := cbor.DecOptions{
 		MaxNestedLevels:  8,
-		MaxArrayElements: MaxPoints * 2,
+		MaxArrayElements: MaxListLen,
 		MaxMapPairs:      MaxFields,
 		IndefLength:      cbor.IndefLengthForbidden,
 		TagsMd:           cbor.TagsForbidden,
@@ -266,36 +251,58 @@ func (e *Envelope) Validate() error {
 	return nil
 }
 
-func (f *Field) validate() error {
+func (f *Field) validate() error { return f.check(true) }
+
+// check validates a field; inList is false for a value inside a list.
+func (f *Field) check(top bool) error {
+	set := 0
+	if f.Num != 0 {
+		set |= 1 << KindNumber
+	}
+	if f.Array != nil {
+		set |= 1 << KindArray
+	}
+	if f.Str != "" {
+		set |= 1 << KindString
+	}
+	if f.List != nil {
+		set |= 1 << KindList
+	}
+	if set&^(1<<f.Kind) != 0 {
+		return fmt.Errorf("%s field carries other data", f.Kind)
+	}
 	switch f.Kind {
 	case KindNumber:
-		if f.Mat != nil || f.Points != nil {
-			return errors.New("number field carries other data")
-		}
 		if math.IsNaN(f.Num) || math.IsInf(f.Num, 0) {
 			return errors.New("number is not finite")
 		}
-	case KindMat:
-		if f.Mat == nil || f.Points != nil {
-			return errors.New("matrix field without exactly a matrix")
+	case KindString:
+		if len(f.Str) > MaxStringLen {
+			return fmt.Errorf("string of %d bytes (max %d)", len(f.Str), MaxStringLen)
 		}
-		return f.Mat.validate()
-	case KindPoints:
-		if f.Mat != nil {
-			return errors.New("points field carries a matrix")
+	case KindArray:
+		if f.Array == nil {
+			return errors.New("array field without an array")
 		}
-		if len(f.Points) > MaxPointLists {
-			return fmt.Errorf("%d point lists (max %d)", len(f.Points), MaxPointLists)
+		return f.Array.validate()
+	case KindList:
+		if !top {
+			return errors.New("list inside a list")
+		}
+		if len(f.List) > MaxListLen {
+			return fmt.Errorf("list of %d values (max %d)", len(f.List), MaxListLen)
 		}
 		total := 0
-		for _, l := range f.Points {
-			if len(l)%2 != 0 {
-				return errors.New("point list has an odd number of coordinates")
+		for i := range f.List {
+			if err := f.List[i].check(false); err != nil {
+				return fmt.Errorf("list value %d: %w", i, err)
 			}
-			total += len(l) / 2
+			if a := f.List[i].Array; a != nil {
+				total += a.Elements()
+			}
 		}
-		if total > MaxPoints {
-			return fmt.Errorf("%d points (max %d)", total, MaxPoints)
+		if total > MaxListElems {
+			return fmt.Errorf("list arrays hold %d elements (max %d)", total, MaxListElems)
 		}
 	default:
 		return fmt.Errorf("unknown field kind %d", f.Kind)
@@ -303,45 +310,45 @@ func (f *Field) validate() error {
 	return nil
 }
 
-// Depth codes of OpenCV element types (type = depth + 8*(channels-1)).
-var depthSize = map[int]int{0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8}
-
-// ElemSize returns the bytes per element of an OpenCV type, and false for a
-// type outside the bounds a state may carry.
-func ElemSize(typ int) (int, bool) {
-	if typ < 0 {
-		return 0, false
+// String names the kind.
+func (k Kind) String() string {
+	switch k {
+	case KindNumber:
+		return "number"
+	case KindArray:
+		return "array"
+	case KindString:
+		return "string"
+	case KindList:
+		return "list"
 	}
-	depth, ch := typ&7, typ>>3+1
-	size, ok := depthSize[depth]
-	if !ok || ch > MaxMatChannels {
-		return 0, false
-	}
-	return size * ch, true
+	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-func (m *Mat) validate() error {
-	if m.Rows < 1 || m.Rows > MaxMatDim || m.Cols < 1 || m.Cols > MaxMatDim {
-		return fmt.Errorf("matrix size %dx%d out of range (1..%d)", m.Rows, m.Cols, MaxMatDim)
-	}
-	es, ok := ElemSize(m.Type)
+func (a *Array) validate() error {
+	size, ok := DTypeSize(a.DType)
 	if !ok {
-		return fmt.Errorf("matrix type %d not supported", m.Type)
+		return fmt.Errorf("array element type %q not supported", a.DType)
 	}
-	switch m.Codec {
-	case CodecRaw:
-		if want := m.Rows * m.Cols * es; len(m.Data) != want {
-			return fmt.Errorf("raw matrix %dx%d type %d has %d bytes, want %d", m.Rows, m.Cols, m.Type, len(m.Data), want)
+	if len(a.Shape) < 1 || len(a.Shape) > MaxDims {
+		return fmt.Errorf("array has %d dimensions (allowed 1..%d)", len(a.Shape), MaxDims)
+	}
+	for _, d := range a.Shape {
+		if d < 1 || d > MaxDim {
+			return fmt.Errorf("array shape %v out of range (each 1..%d)", a.Shape, MaxDim)
 		}
-	case CodecPNG, CodecJPEG:
-		if len(m.Data) == 0 {
-			return fmt.Errorf("%s matrix has no data", m.Codec)
+	}
+	if a.Codec == CodecRaw {
+		if want := a.Elements() * size; len(a.Data) != want {
+			return fmt.Errorf("raw %s array %v has %d bytes, want %d", a.DType, a.Shape, len(a.Data), want)
 		}
-		if m.Type&7 != 0 {
-			return fmt.Errorf("%s matrix must have 8-bit depth, has type %d", m.Codec, m.Type)
-		}
-	default:
-		return fmt.Errorf("unknown matrix codec %d", m.Codec)
+		return nil
+	}
+	if err := ValidateName(a.Codec); err != nil {
+		return fmt.Errorf("array codec: %w", err)
+	}
+	if len(a.Data) == 0 {
+		return fmt.Errorf("%s array has no data", a.Codec)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -34,7 +35,7 @@ func boundaryStates(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 		s := tasks.NewState("pi1", uint64(k))
-		s.SetMat(tasks.FieldSource, frame)
+		cvmat.Set(s, tasks.FieldSource, frame)
 		filtered, err := p.Run(context.Background(), s, 0, k, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -43,11 +44,11 @@ func boundaryStates(t testing.TB) [][]byte {
 		if filtered != "" {
 			next = p.Len() - 1
 		}
-		codec := wire.CodecRaw
+		codec := "raw"
 		if k%2 == 0 {
-			codec = wire.CodecPNG
+			codec = "png"
 		}
-		fields, err := tasks.EncodeFields(s, p.Needs(next), tasks.MatEncoding{Codec: codec})
+		fields, err := tasks.EncodeFields(s, p.Needs(next), tasks.Encoding{Codec: codec})
 		s.Close()
 		if err != nil {
 			t.Fatal(err)

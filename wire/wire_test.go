@@ -59,8 +59,11 @@ func valid() *wire.Envelope {
 		Timings: []wire.Timing{{Stage: "capture", Nanos: 1000, Where: wire.OnDevice}},
 		Fields: map[string]wire.Field{
 			"width": {Kind: wire.KindNumber, Num: 500},
-			"mask":  {Kind: wire.KindMat, Mat: &wire.Mat{Rows: 2, Cols: 3, Type: 0, Data: []byte{1, 2, 3, 4, 5, 6}}},
-			"pts":   {Kind: wire.KindPoints, Points: [][]int32{{1, 2, 3, 4}}},
+			"mask":  {Kind: wire.KindArray, Array: &wire.Array{DType: "uint8", Shape: []int{2, 3}, Codec: wire.CodecRaw, Data: []byte{1, 2, 3, 4, 5, 6}}},
+			"pts": {Kind: wire.KindList, List: []wire.Field{
+				{Kind: wire.KindArray, Array: &wire.Array{DType: "int32", Shape: []int{1, 2}, Codec: wire.CodecRaw, Data: []byte{1, 0, 0, 0, 4, 0, 0, 0}}},
+				{Kind: wire.KindNumber, Num: 2}}},
+			"name": {Kind: wire.KindString, Str: "left"},
 		},
 	}
 }
@@ -74,7 +77,8 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Seq != 7 || e.Fields["mask"].Mat.Data[5] != 6 || e.Fields["pts"].Points[0][3] != 4 || e.Timings[0].Stage != "capture" {
+	if e.Seq != 7 || e.Fields["mask"].Array.Data[5] != 6 || e.Fields["pts"].List[0].Array.Data[4] != 4 || e.Fields["pts"].List[1].Num != 2 ||
+		e.Fields["name"].Str != "left" || e.Timings[0].Stage != "capture" {
 		t.Errorf("decoded %+v", e)
 	}
 	if _, err := wire.Decode(b, len(b)-1); err == nil || !strings.Contains(err.Error(), "larger than") {
@@ -84,22 +88,28 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 
 func TestEnvelopeValidation(t *testing.T) {
 	for name, mutate := range map[string]func(*wire.Envelope){
-		"version":      func(e *wire.Envelope) { e.Version = 2 },
-		"device":       func(e *wire.Envelope) { e.Device = "_cloud" },
-		"reserved":     func(e *wire.Envelope) { e.Next = "result" },
-		"run":          func(e *wire.Envelope) { e.Run = "" },
-		"split":        func(e *wire.Envelope) { e.Split = 0 },
-		"raw size":     func(e *wire.Envelope) { e.Fields["mask"].Mat.Rows = 3 },
-		"dims":         func(e *wire.Envelope) { e.Fields["mask"].Mat.Cols = 1 << 20 },
-		"type":         func(e *wire.Envelope) { e.Fields["mask"].Mat.Type = 7 },
-		"channels":     func(e *wire.Envelope) { e.Fields["mask"].Mat.Type = 40 },
-		"codec":        func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec = 9 },
-		"kind":         func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: 9} },
-		"odd points":   func(e *wire.Envelope) { e.Fields["pts"] = wire.Field{Kind: wire.KindPoints, Points: [][]int32{{1}}} },
-		"number+mat":   func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: wire.KindNumber, Mat: &wire.Mat{}} },
+		"version":    func(e *wire.Envelope) { e.Version = 1 },
+		"device":     func(e *wire.Envelope) { e.Device = "_cloud" },
+		"reserved":   func(e *wire.Envelope) { e.Next = "result" },
+		"run":        func(e *wire.Envelope) { e.Run = "" },
+		"split":      func(e *wire.Envelope) { e.Split = 0 },
+		"raw size":   func(e *wire.Envelope) { e.Fields["mask"].Array.Shape[0] = 3 },
+		"dims":       func(e *wire.Envelope) { e.Fields["mask"].Array.Shape[1] = 1 << 20 },
+		"no dims":    func(e *wire.Envelope) { e.Fields["mask"].Array.Shape = nil },
+		"many dims":  func(e *wire.Envelope) { e.Fields["mask"].Array.Shape = []int{1, 1, 1, 2, 3} },
+		"dtype":      func(e *wire.Envelope) { e.Fields["mask"].Array.DType = "complex64" },
+		"codec":      func(e *wire.Envelope) { e.Fields["mask"].Array.Codec = "Bad Codec" },
+		"codec data": func(e *wire.Envelope) { e.Fields["mask"].Array.Codec, e.Fields["mask"].Array.Data = "png", nil },
+		"kind":       func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: 9} },
+		"list in list": func(e *wire.Envelope) {
+			e.Fields["pts"].List[1] = wire.Field{Kind: wire.KindList, List: []wire.Field{}}
+		},
+		"number+array": func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: wire.KindNumber, Array: &wire.Array{}} },
+		"string+num":   func(e *wire.Envelope) { e.Fields["x"] = wire.Field{Kind: wire.KindString, Str: "a", Num: 1} },
+		"long string": func(e *wire.Envelope) {
+			e.Fields["x"] = wire.Field{Kind: wire.KindString, Str: strings.Repeat("a", 4097)}
+		},
 		"field name":   func(e *wire.Envelope) { e.Fields["A"] = wire.Field{Kind: wire.KindNumber} },
-		"png no data":  func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec, e.Fields["mask"].Mat.Data = wire.CodecPNG, nil },
-		"png 16 bit":   func(e *wire.Envelope) { e.Fields["mask"].Mat.Codec, e.Fields["mask"].Mat.Type = wire.CodecPNG, 2 },
 		"filtered_at":  func(e *wire.Envelope) { e.FilteredAt = "Bad" },
 		"too many tms": func(e *wire.Envelope) { e.Timings = make([]wire.Timing, 33) },
 	} {

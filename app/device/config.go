@@ -184,7 +184,7 @@ func (c *Config) Validate() error {
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
 		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
 	}
-	if _, err := wire.ParseMatCodec(c.MatCodec); err != nil {
+	if _, err := tasks.ParseEncoding(c.MatCodec, c.JPEGQuality); err != nil {
 		return config.Errorf("mat_codec", "%v", err)
 	}
 	if _, err := config.ParseLevel(c.LogLevel); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
-	"gocv.io/x/gocv"
 )
 
 // decisionWait bounds the wait for a retained decision at start-up.
@@ -32,7 +32,7 @@ type device struct {
 	out        io.Writer
 	run        string
 	pipe       *tasks.Pipeline
-	enc        tasks.MatEncoding
+	enc        tasks.Encoding
 	client     *mqttc.Client
 	win        *window
 	stats      *stats
@@ -71,14 +71,17 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	if err != nil {
 		return Summary{}, err
 	}
-	codec, _ := wire.ParseMatCodec(cfg.MatCodec)
+	enc, err := tasks.ParseEncoding(cfg.MatCodec, cfg.JPEGQuality)
+	if err != nil {
+		return Summary{}, err
+	}
 	d := &device{
 		cfg:        cfg,
 		log:        log.With("device", cfg.ID),
 		out:        out,
 		run:        newRunID(),
 		pipe:       pipe,
-		enc:        tasks.MatEncoding{Codec: codec, JPEGQuality: cfg.JPEGQuality},
+		enc:        enc,
 		win:        newWindow(cfg.Window),
 		clouds:     newPresence(),
 		ctl:        newControlState(cfg),
@@ -378,10 +381,11 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 		}
 		d.progress()
 		d.stats.add(func(s *Summary) { s.Captured++ })
+		in := cvmat.Mat{Mat: frame} // the source's frame, as the pipeline's input
 		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
-			d.profile(frame)
+			d.profile(in)
 		}
-		d.process(ctx, uint64(n), frame, captured)
+		d.process(ctx, uint64(n), in, captured)
 	}
 	return nil
 }
@@ -401,14 +405,19 @@ func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) ta
 // profile runs a copy of the frame through every stage but the sink, timing
 // each and sizing the state at every boundary. The frame itself is then
 // processed as usual: profiling loses nothing.
-func (d *device) profile(frame gocv.Mat) {
+func (d *device) profile(in tasks.Native) {
 	n := d.pipe.Len()
 	dev := make([]time.Duration, 0, n-1)
 	cpu := make([]time.Duration, 0, n-1)
 	bytes := make([]int, n)
 	st := tasks.NewState(d.cfg.ID, 0)
 	defer st.Close()
-	st.SetMat(tasks.FieldSource, frame.Clone())
+	a, err := in.Array() // a copy: the input itself is processed as usual
+	if err != nil {
+		d.log.Warn("cannot copy the input to profile it", "error", err)
+		return
+	}
+	st.SetArray(tasks.FieldSource, a)
 	complete := true
 	for i := 0; i < n-1; i++ {
 		filtered, err := d.pipe.Run(context.Background(), st, i, i+1, d.wrap(func(_ string, c, e time.Duration) {
@@ -428,12 +437,12 @@ func (d *device) profile(frame gocv.Mat) {
 
 // process runs the local stages on one frame and sends its state. It always
 // either registers the frame in flight or counts it dropped.
-func (d *device) process(ctx context.Context, seq uint64, frame gocv.Mat, captured time.Time) {
+func (d *device) process(ctx context.Context, seq uint64, in tasks.Native, captured time.Time) {
 	start := time.Now()
 	k := int(d.split.Load()) // a split change applies from a frame boundary
 	st := tasks.NewState(d.cfg.ID, seq)
 	defer st.Close()
-	st.SetMat(tasks.FieldSource, frame)
+	st.SetNative(tasks.FieldSource, in)
 	var timings []wire.Timing
 	var stagesTime time.Duration
 	i := 0

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"gocv.io/x/gocv"
 )
 
@@ -116,9 +117,9 @@ func (*capture) Reads() []string  { return []string{tasks.FieldSource} }
 func (*capture) Writes() []string { return []string{FieldFrame, FieldWidth, FieldHeight} }
 
 func (c *capture) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error) {
-	src, ok := s.Mat(tasks.FieldSource)
-	if !ok || src.Empty() {
-		return 0, errors.New("no source frame")
+	src, err := cvmat.Get(s, tasks.FieldSource)
+	if err != nil || src.Empty() {
+		return 0, fmt.Errorf("no source frame: %w", err)
 	}
 	if src.Type() != gocv.MatTypeCV8UC3 {
 		return 0, fmt.Errorf("source frame has type %v, want 8-bit BGR", src.Type())
@@ -131,7 +132,7 @@ func (c *capture) Process(_ context.Context, s *tasks.State) (tasks.Outcome, err
 	frame := gocv.NewMat()
 	gocv.Resize(src, &frame, image.Pt(c.width, nh), 0, 0, gocv.InterpolationArea)
 	s.Delete(tasks.FieldSource)
-	s.SetMat(FieldFrame, frame)
+	cvmat.Set(s, FieldFrame, frame)
 	s.SetNum(FieldWidth, float64(c.width))
 	s.SetNum(FieldHeight, float64(nh))
 	return tasks.Continue, nil
@@ -144,16 +145,16 @@ func (hsvStage) Reads() []string  { return []string{FieldFrame} }
 func (hsvStage) Writes() []string { return []string{FieldHSV} }
 
 func (hsvStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error) {
-	frame, ok := s.Mat(FieldFrame)
-	if !ok {
-		return 0, errors.New("no frame")
+	frame, err := cvmat.Get(s, FieldFrame)
+	if err != nil {
+		return 0, err
 	}
 	blurred := gocv.NewMat()
 	defer blurred.Close()
 	gocv.GaussianBlur(frame, &blurred, image.Pt(blurSize, blurSize), 0, 0, gocv.BorderDefault)
 	hsv := gocv.NewMat()
 	gocv.CvtColor(blurred, &hsv, gocv.ColorBGRToHSV)
-	s.SetMat(FieldHSV, hsv)
+	cvmat.Set(s, FieldHSV, hsv)
 	return tasks.Continue, nil
 }
 
@@ -164,9 +165,9 @@ func (maskStage) Reads() []string  { return []string{FieldHSV} }
 func (maskStage) Writes() []string { return []string{FieldMask} }
 
 func (maskStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error) {
-	hsv, ok := s.Mat(FieldHSV)
-	if !ok {
-		return 0, errors.New("no hsv")
+	hsv, err := cvmat.Get(s, FieldHSV)
+	if err != nil {
+		return 0, err
 	}
 	inRange := gocv.NewMat()
 	defer inRange.Close()
@@ -181,7 +182,7 @@ func (maskStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, erro
 	// default border value means for dilation.
 	gocv.DilateWithParams(eroded, &mask, kernel, image.Pt(-1, -1), morphIterations, gocv.BorderConstant, color.RGBA{})
 	s.Delete(FieldHSV)
-	s.SetMat(FieldMask, mask)
+	cvmat.Set(s, FieldMask, mask)
 	return tasks.Continue, nil
 }
 
@@ -192,9 +193,9 @@ func (contoursStage) Reads() []string  { return []string{FieldMask} }
 func (contoursStage) Writes() []string { return []string{FieldContours} }
 
 func (contoursStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error) {
-	mask, ok := s.Mat(FieldMask)
-	if !ok {
-		return 0, errors.New("no mask")
+	mask, err := cvmat.Get(s, FieldMask)
+	if err != nil {
+		return 0, err
 	}
 	pv := gocv.FindContours(mask, gocv.RetrievalExternal, gocv.ChainApproxSimple)
 	contours := pv.ToPoints()
@@ -203,7 +204,7 @@ func (contoursStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, 
 	if len(contours) == 0 {
 		return tasks.Filtered, nil
 	}
-	s.SetPoints(FieldContours, contours)
+	s.SetList(FieldContours, contoursToList(contours))
 	return tasks.Continue, nil
 }
 
@@ -216,8 +217,11 @@ func (circleStage) Writes() []string {
 }
 
 func (circleStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error) {
-	contours, ok := s.Points(FieldContours)
-	if !ok || len(contours) == 0 {
+	contours, err := listToContours(s, FieldContours)
+	if err != nil {
+		return 0, err
+	}
+	if len(contours) == 0 {
 		return 0, errors.New("no contours")
 	}
 	best, bestArea := -1, -1.0
@@ -250,6 +254,42 @@ func (circleStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, er
 	s.SetNum(FieldCenterX, float64(int(m10/m00)))
 	s.SetNum(FieldCenterY, float64(int(m01/m00)))
 	return tasks.Continue, nil
+}
+
+// contoursToList stores contours as a list of int32 arrays of shape [n 2]
+// (x, y per point), the form OpenCV's Python API returns them in.
+func contoursToList(contours [][]image.Point) []any {
+	out := make([]any, len(contours))
+	for i, c := range contours {
+		b := make([]byte, 8*len(c))
+		for j, p := range c {
+			binary.LittleEndian.PutUint32(b[8*j:], uint32(int32(p.X)))
+			binary.LittleEndian.PutUint32(b[8*j+4:], uint32(int32(p.Y)))
+		}
+		out[i] = tasks.Array{DType: tasks.Int32, Shape: []int{len(c), 2}, Data: b}
+	}
+	return out
+}
+
+// listToContours reads contours stored by contoursToList.
+func listToContours(s *tasks.State, name string) ([][]image.Point, error) {
+	l, ok := s.List(name)
+	if !ok {
+		return nil, fmt.Errorf("no %s", name)
+	}
+	out := make([][]image.Point, len(l))
+	for i, v := range l {
+		a, ok := v.(tasks.Array)
+		if !ok || a.DType != tasks.Int32 || len(a.Shape) != 2 || a.Shape[1] != 2 || a.Validate() != nil {
+			return nil, fmt.Errorf("%s: value %d is not an int32 array of shape [n 2]", name, i)
+		}
+		pts := make([]image.Point, a.Shape[0])
+		for j := range pts {
+			pts[j] = image.Pt(int(int32(binary.LittleEndian.Uint32(a.Data[8*j:]))), int(int32(binary.LittleEndian.Uint32(a.Data[8*j+4:]))))
+		}
+		out[i] = pts
+	}
+	return out, nil
 }
 
 // contourMoments computes cv::moments of a contour, as cv2.moments(c) does.
@@ -288,9 +328,9 @@ func (d *drawStage) Process(_ context.Context, s *tasks.State) (tasks.Outcome, e
 	if !d.annotate {
 		return tasks.Continue, nil
 	}
-	frame, ok := s.Mat(FieldFrame)
-	if !ok {
-		return 0, errors.New("no frame")
+	frame, err := cvmat.Get(s, FieldFrame)
+	if err != nil {
+		return 0, err
 	}
 	x, _ := s.Num(FieldX)
 	y, _ := s.Num(FieldY)
@@ -361,7 +401,10 @@ func (k *sink) Process(_ context.Context, s *tasks.State) (tasks.Outcome, error)
 		return 0, err
 	}
 	s.SetResult(b)
-	if frame, ok := s.Mat(FieldFrame); ok && k.annotate && k.due(s.Device) {
+	if !s.Has(FieldFrame) || !k.annotate || !k.due(s.Device) {
+		return tasks.Continue, nil
+	}
+	if frame, err := cvmat.Get(s, FieldFrame); err == nil {
 		buf, err := gocv.IMEncodeWithParams(gocv.JPEGFileExt, frame, []int{gocv.IMWriteJpegQuality, k.quality})
 		if err != nil {
 			return 0, err

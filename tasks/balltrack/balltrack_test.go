@@ -10,6 +10,7 @@ import (
 	"github.com/splitpoint/splitpoint/internal/matcheck"
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"gocv.io/x/gocv"
 )
 
@@ -34,12 +35,12 @@ func TestCaptureResizesToWidthWithFloorHeight(t *testing.T) {
 	defer matcheck.Assert(t, matcheck.Open())
 	for _, tc := range []struct{ w, h, wantH int }{{640, 480, 375}, {1000, 333, 166}, {1920, 1080, 281}, {500, 500, 500}} {
 		s := tasks.NewState("d", 0)
-		s.SetMat(tasks.FieldSource, grey(tc.h, tc.w))
+		cvmat.Set(s, tasks.FieldSource, grey(tc.h, tc.w))
 		out, err := stage(t, "capture", DefaultOptions()).Process(ctx, s)
 		if err != nil || out != tasks.Continue {
 			t.Fatalf("%dx%d: %v %v", tc.w, tc.h, out, err)
 		}
-		f, _ := s.Mat(FieldFrame)
+		f, _ := cvmat.Get(s, FieldFrame)
 		w, _ := s.Num(FieldWidth)
 		h, _ := s.Num(FieldHeight)
 		if f.Cols() != 500 || f.Rows() != tc.wantH || w != 500 || int(h) != tc.wantH {
@@ -56,11 +57,11 @@ func TestHSVOfBallColour(t *testing.T) {
 	defer matcheck.Assert(t, matcheck.Open())
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetMat(FieldFrame, gocv.NewMatWithSizeFromScalar(gocv.NewScalar(30, 200, 30, 0), 40, 40, gocv.MatTypeCV8UC3))
+	cvmat.Set(s, FieldFrame, gocv.NewMatWithSizeFromScalar(gocv.NewScalar(30, 200, 30, 0), 40, 40, gocv.MatTypeCV8UC3))
 	if _, err := stage(t, "hsv", DefaultOptions()).Process(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	hsv, _ := s.Mat(FieldHSV)
+	hsv, _ := cvmat.Get(s, FieldHSV)
 	v := hsv.GetVecbAt(20, 20)
 	// BGR (30,200,30): H = 60 (OpenCV halves degrees), S = 255·170/200 ≈ 217, V = 200.
 	if v[0] != 60 || v[1] != 217 || v[2] != 200 {
@@ -80,11 +81,11 @@ func TestMaskKeepsBlobsAndRemovesSpecks(t *testing.T) {
 	speck.Close()
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetMat(FieldHSV, hsv)
+	cvmat.Set(s, FieldHSV, hsv)
 	if _, err := stage(t, "mask", DefaultOptions()).Process(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	m, _ := s.Mat(FieldMask)
+	m, _ := cvmat.Get(s, FieldMask)
 	if n := gocv.CountNonZero(m); n != 400 {
 		t.Errorf("mask has %d pixels set, want 400 (the 20×20 square, not the speck)", n)
 	}
@@ -106,16 +107,16 @@ func TestContoursFindsBlobsOrFilters(t *testing.T) {
 	}
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetMat(FieldMask, mask)
+	cvmat.Set(s, FieldMask, mask)
 	c := stage(t, "contours", DefaultOptions())
 	if out, err := c.Process(ctx, s); err != nil || out != tasks.Continue {
 		t.Fatal(out, err)
 	}
-	pts, _ := s.Points(FieldContours)
+	pts, _ := listToContours(s, FieldContours)
 	if len(pts) != 2 || len(pts[0]) != 4 || len(pts[1]) != 4 {
 		t.Errorf("contours = %v, want two 4-point rectangles", pts)
 	}
-	s.SetMat(FieldMask, gocv.NewMatWithSize(100, 100, gocv.MatTypeCV8U))
+	cvmat.Set(s, FieldMask, gocv.NewMatWithSize(100, 100, gocv.MatTypeCV8U))
 	if out, err := c.Process(ctx, s); err != nil || out != tasks.Filtered {
 		t.Errorf("empty mask: %v %v, want Filtered", out, err)
 	}
@@ -127,7 +128,7 @@ func TestCirclePicksLargestContour(t *testing.T) {
 	defer s.Close()
 	small := []image.Point{{0, 0}, {0, 3}, {3, 3}, {3, 0}}
 	big := []image.Point{{100, 100}, {100, 119}, {119, 119}, {119, 100}}
-	s.SetPoints(FieldContours, [][]image.Point{small, big})
+	s.SetList(FieldContours, contoursToList([][]image.Point{small, big}))
 	if out, err := stage(t, "circle", DefaultOptions()).Process(ctx, s); err != nil || out != tasks.Continue {
 		t.Fatal(out, err)
 	}
@@ -144,7 +145,7 @@ func TestCirclePicksLargestContour(t *testing.T) {
 func TestCircleFiltersSmallRadius(t *testing.T) {
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetPoints(FieldContours, [][]image.Point{{{0, 0}, {0, 6}, {6, 6}, {6, 0}}}) // radius 4.24
+	s.SetList(FieldContours, contoursToList([][]image.Point{{{0, 0}, {0, 6}, {6, 6}, {6, 0}}})) // radius 4.24
 	if out, err := stage(t, "circle", DefaultOptions()).Process(ctx, s); err != nil || out != tasks.Filtered {
 		t.Errorf("%v %v, want Filtered", out, err)
 	}
@@ -163,14 +164,14 @@ func TestDrawOnlyWhenAnnotating(t *testing.T) {
 	o.Annotate = true
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetMat(FieldFrame, grey(100, 100))
+	cvmat.Set(s, FieldFrame, grey(100, 100))
 	for k, v := range map[string]float64{FieldX: 50, FieldY: 50, FieldRadius: 20, FieldCenterX: 50, FieldCenterY: 50} {
 		s.SetNum(k, v)
 	}
 	if _, err := stage(t, "draw", o).Process(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	f, _ := s.Mat(FieldFrame)
+	f, _ := cvmat.Get(s, FieldFrame)
 	if v := f.GetVecbAt(50, 70); v[0] != 0 || v[1] != 255 || v[2] != 255 { // yellow circle, BGR
 		t.Errorf("circle pixel = %v, want yellow [0 255 255]", v)
 	}
@@ -212,7 +213,7 @@ func TestSinkRateLimitsAnnotatedFrames(t *testing.T) {
 	got := map[string]int{}
 	for i, dev := range []string{"a", "a", "b", "a", "b"} {
 		s := tasks.NewState(dev, uint64(i))
-		s.SetMat(FieldFrame, grey(20, 20))
+		cvmat.Set(s, FieldFrame, grey(20, 20))
 		if _, err := k.Process(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +235,7 @@ func runLocal(t *testing.T, p *tasks.Pipeline, frame gocv.Mat) (Result, string) 
 	t.Helper()
 	s := tasks.NewState("d", 0)
 	defer s.Close()
-	s.SetMat(tasks.FieldSource, frame)
+	cvmat.Set(s, tasks.FieldSource, frame)
 	filtered, err := p.Run(ctx, s, 0, p.Len()-1, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
+	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -18,7 +19,7 @@ func stateBefore(b *testing.B, p *tasks.Pipeline, i int) *tasks.State {
 		b.Fatal(err)
 	}
 	s := tasks.NewState("bench", 0)
-	s.SetMat(tasks.FieldSource, f)
+	cvmat.Set(s, tasks.FieldSource, f)
 	if _, err := p.Run(ctx, s, 0, i, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -67,8 +68,8 @@ func BenchmarkCodec(b *testing.B) {
 		b.Fatal(err)
 	}
 	for k := 1; k <= p.MaxSplit(); k++ {
-		for _, codec := range []wire.MatCodec{wire.CodecRaw, wire.CodecAuto, wire.CodecPNG, wire.CodecJPEG} {
-			enc := tasks.MatEncoding{Codec: codec, JPEGQuality: 90}
+		for _, codec := range []string{"raw", "auto", "png", "jpeg"} {
+			enc := tasks.Encoding{Codec: codec, Quality: 90}
 			s := stateBefore(b, p, k)
 			needs := p.Needs(k)
 			encode := func() []byte {
