@@ -28,7 +28,7 @@ $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 build: deps
-	$(GO) build -o bin/ ./gateway ./device ./cloudproc
+	$(GO) build -o bin/ ./cmd/gateway ./cmd/device ./cmd/cloudproc
 
 vet: deps
 	$(GO) vet ./...
@@ -53,11 +53,11 @@ demo: build
 # loopback (frames/s, p50/p99 capture→result latency).
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./tasks/... ./wire/...
-	$(GO) run ./bench
+	$(GO) run ./cmd/bench
 
 # The split controller's simulation report (deterministic, virtual clock).
 sim:
-	$(GO) run ./sim/simulate
+	$(GO) run ./cmd/simulate
 
 fuzz: deps
 	$(GO) test ./wire -run '^$$' -fuzz FuzzDecode -fuzztime 60s

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	if matcheck.Enabled {
 		args = append(args, "-tags", "matprofile")
 	}
-	args = append(args, "github.com/splitpoint/splitpoint/gateway", "github.com/splitpoint/splitpoint/device", "github.com/splitpoint/splitpoint/cloudproc")
+	args = append(args, "github.com/splitpoint/splitpoint/cmd/gateway", "github.com/splitpoint/splitpoint/cmd/device", "github.com/splitpoint/splitpoint/cmd/cloudproc")
 	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/splitpoint/splitpoint/app/cloudproc"
-	"github.com/splitpoint/splitpoint/app/device"
-	"github.com/splitpoint/splitpoint/app/gateway"
+	"github.com/splitpoint/splitpoint/cloudproc"
+	"github.com/splitpoint/splitpoint/device"
+	"github.com/splitpoint/splitpoint/gateway"
 	"github.com/splitpoint/splitpoint/internal/matcheck"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
 	"github.com/splitpoint/splitpoint/wire"

@@ -164,7 +164,7 @@ func (p *Pipeline) Run(ctx context.Context, s *State, from, to int, wrap Wrap) (
 			out, err = call()
 		}
 		if err != nil {
-			return "", fmt.Errorf("%w: %s: %v", ErrStage, st.Name(), err)
+			return "", fmt.Errorf("%w: %s: %w", ErrStage, st.Name(), err)
 		}
 		if out == Filtered {
 			return st.Name(), nil

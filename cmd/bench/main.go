@@ -18,10 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/splitpoint/splitpoint/app/cloudproc"
-	"github.com/splitpoint/splitpoint/app/device"
-	"github.com/splitpoint/splitpoint/app/gateway"
+	"github.com/splitpoint/splitpoint/cloudproc"
+	"github.com/splitpoint/splitpoint/device"
 	"github.com/splitpoint/splitpoint/emulate"
+	"github.com/splitpoint/splitpoint/gateway"
 	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"

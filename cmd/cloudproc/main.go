@@ -10,9 +10,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/splitpoint/splitpoint/app/cloudproc"
+	"github.com/splitpoint/splitpoint/cloudproc"
 	"github.com/splitpoint/splitpoint/config"
-	_ "github.com/splitpoint/splitpoint/tasks/balltrack"
+	_ "github.com/splitpoint/splitpoint/pipelines"
 )
 
 func main() {

@@ -15,11 +15,11 @@ import (
 
 func TestShippedConfigEqualsDefaults(t *testing.T) {
 	got := DefaultConfig()
-	if _, err := config.Load("../../configs/gateway.toml", &got); err != nil {
+	if _, err := config.Load("../configs/gateway.toml", &got); err != nil {
 		t.Fatal(err)
 	}
 	got2 := Config{}
-	if _, err := config.Load("../../configs/gateway.toml", &got2); err != nil {
+	if _, err := config.Load("../configs/gateway.toml", &got2); err != nil {
 		t.Fatal(err)
 	}
 	if want := DefaultConfig(); !reflect.DeepEqual(got, want) || !reflect.DeepEqual(got2, want) {

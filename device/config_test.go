@@ -8,7 +8,7 @@ import (
 )
 
 func TestShippedConfigEqualsDefaults(t *testing.T) {
-	got, _, err := LoadConfig("../../configs/pi.toml")
+	got, _, err := LoadConfig("../configs/pi.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

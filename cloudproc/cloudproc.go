@@ -364,7 +364,7 @@ func (p *proc) worker(ctx context.Context) {
 		if !ok {
 			return
 		}
-		p.handle(j)
+		p.handle(ctx, j)
 		p.queue.finish()
 	}
 }
@@ -375,7 +375,7 @@ func (p *proc) worker(ctx context.Context) {
 // result that says why (its "error" field), so that its device counts it
 // dropped instead of resending it forever; the answer is remembered like
 // any result.
-func (p *proc) handle(j *job) {
+func (p *proc) handle(ctx context.Context, j *job) {
 	start := time.Now()
 	defer func() {
 		p.mu.Lock()
@@ -384,7 +384,12 @@ func (p *proc) handle(j *job) {
 	}()
 	env, topic := j.env, j.msg.Topic()
 	head := wire.ResultHead{Device: env.Device, Run: env.Run, Seq: env.Seq, Split: env.Split, CaptureTS: time.Unix(0, env.CaptureTS)}
-	res, annotated, reason, err := p.process(j, &head)
+	res, annotated, reason, err := p.process(ctx, j)
+	if ctx.Err() != nil {
+		// Shutting down: not acknowledged, the device resends it.
+		p.seen.unclaim(j.key)
+		return
+	}
 	if err != nil {
 		p.reject(reason, topic, env.Device, err)
 		head.Error = fmt.Sprintf("%s: %v", reason, err)
@@ -415,30 +420,12 @@ func (p *proc) handle(j *job) {
 	j.msg.Ack()
 }
 
-// process runs the frame's remaining stages and returns its result (and
-// annotated image, if any), or the reason and error when it cannot.
-func (p *proc) process(j *job, head *wire.ResultHead) (res, annotated []byte, reason string, err error) {
+// process runs the frame's remaining stages (tasks.Finish) and returns its
+// result and annotated image, or the reason and error when it cannot.
+func (p *proc) process(ctx context.Context, j *job) (res, annotated []byte, reason string, err error) {
 	env := j.env
 	pl, err := p.pipeline(env.Pipeline, env.Opts)
 	if err != nil {
-		return nil, nil, RejectBadState, err
-	}
-	from := pl.Index(j.stage)
-	sink := pl.Len() - 1
-	switch {
-	case from < 1:
-		err = fmt.Errorf("stage %q does not run in the cloud in pipeline %s", j.stage, pl.Name())
-	case env.FilteredAt != "" && from != sink:
-		err = fmt.Errorf("filtered state sent to stage %q instead of the sink", j.stage)
-	case env.Split < 1 || env.Split > pl.MaxSplit():
-		err = fmt.Errorf("split %d out of range 1..%d", env.Split, pl.MaxSplit())
-	}
-	if err != nil {
-		return nil, nil, RejectUnknownStage, err
-	}
-	st := tasks.NewState(env.Device, env.Seq)
-	defer st.Close()
-	if err := tasks.DecodeFields(st, env.Fields); err != nil {
 		return nil, nil, RejectBadState, err
 	}
 	wrap := func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
@@ -448,27 +435,16 @@ func (p *proc) process(j *job, head *wire.ResultHead) (res, annotated []byte, re
 		p.observe(env.Device, stage, emu)
 		return out, err
 	}
-	ctx := context.Background()
-	filteredAt := env.FilteredAt
-	if filteredAt == "" {
-		filteredAt, err = pl.Run(ctx, st, from, sink, wrap)
+	done, err := tasks.Finish(ctx, pl, env, wrap)
+	switch {
+	case err == nil:
+		return done.Result, done.Annotated, "", nil
+	case errors.Is(err, tasks.ErrWrongStage):
+		return nil, nil, RejectUnknownStage, err
+	case errors.Is(err, tasks.ErrBadState):
+		return nil, nil, RejectBadState, err
 	}
-	if err == nil {
-		_, err = pl.Run(ctx, st, sink, sink+1, wrap)
-	}
-	if err != nil {
-		return nil, nil, RejectStageError, err
-	}
-	if filteredAt != "" {
-		head.FilteredAt = &filteredAt
-	}
-	if res, err = wire.MarshalResult(*head, st.Result()); err != nil {
-		return nil, nil, RejectStageError, err
-	}
-	if len(res) > wire.MaxResultBytes { // the device would refuse it
-		return nil, nil, RejectStageError, fmt.Errorf("result of %d bytes exceeds %d", len(res), wire.MaxResultBytes)
-	}
-	return res, st.Annotated(), "", nil
+	return nil, nil, RejectStageError, err
 }
 
 // maxTrackedDevices bounds the per-device figures cloudproc keeps.

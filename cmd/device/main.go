@@ -12,9 +12,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/splitpoint/splitpoint/app/device"
 	"github.com/splitpoint/splitpoint/config"
-	_ "github.com/splitpoint/splitpoint/tasks/balltrack"
+	"github.com/splitpoint/splitpoint/device"
+	_ "github.com/splitpoint/splitpoint/pipelines"
 )
 
 func main() {

@@ -427,7 +427,7 @@ func (d *device) profile(in tasks.Native) {
 			complete = false
 			break
 		}
-		if b, err := d.encodeAt(st, i+1, i+1, "", 0, time.Now(), nil); err == nil {
+		if b, err := d.pipe.Envelope(st, tasks.Frame{Device: d.cfg.ID, Run: d.run, Captured: time.Now()}, i+1, i+1, "", nil, d.enc); err == nil {
 			bytes[i+1] = len(b)
 		}
 	}
@@ -443,77 +443,49 @@ func (d *device) process(ctx context.Context, seq uint64, in tasks.Native, captu
 	st := tasks.NewState(d.cfg.ID, seq)
 	defer st.Close()
 	st.SetNative(tasks.FieldSource, in)
-	var timings []wire.Timing
-	var stagesTime time.Duration
-	i := 0
-	filteredAt, err := d.pipe.Run(context.WithoutCancel(ctx), st, 0, k, d.wrap(func(stage string, cpu, emu time.Duration) {
-		timings = append(timings, wire.Timing{Stage: stage, Nanos: int64(emu), Where: wire.OnDevice})
-		d.perf.stage(i, emu, cpu, time.Now())
-		stagesTime += emu
-		i++
-	}))
-	if err != nil {
-		d.win.release()
-		d.stats.drop(DropStageError)
-		d.log.Error("local stage failed; frame dropped", "seq", seq, "error", err)
-		return
-	}
-	next := k
-	if filteredAt != "" {
-		next = d.pipe.Len() - 1 // the sink reports the filtered frame
-		d.stats.add(func(s *Summary) { s.FilteredLocal++ })
-	}
 	if d.cfg.Policy == PolicyDropOldest && !d.clouds.any() {
 		d.win.release()
 		d.stats.drop(DropNoCloud)
 		return
 	}
-	st.Keep(d.pipe.Needs(next))
-	payload, err := d.encodeAt(st, next, k, filteredAt, seq, captured, timings)
-	if err != nil {
+	var stagesTime time.Duration
+	i := 0
+	frame := tasks.Frame{Device: d.cfg.ID, Run: d.run, Seq: seq, Captured: captured}
+	out, err := d.pipe.Offload(context.WithoutCancel(ctx), st, frame, k, d.enc, d.wrap(func(_ string, cpu, emu time.Duration) {
+		d.perf.stage(i, emu, cpu, time.Now())
+		stagesTime += emu
+		i++
+	}))
+	switch {
+	case errors.Is(err, tasks.ErrEncode):
 		d.win.release()
 		d.stats.drop(DropEncodeError)
 		d.log.Error("cannot encode state; frame dropped", "seq", seq, "error", err)
 		return
+	case err != nil:
+		d.win.release()
+		d.stats.drop(DropStageError)
+		d.log.Error("local stage failed; frame dropped", "seq", seq, "error", err)
+		return
 	}
-	if len(payload) > d.cfg.MaxMessageBytes {
+	if out.FilteredAt != "" {
+		d.stats.add(func(s *Summary) { s.FilteredLocal++ })
+	}
+	if len(out.Payload) > d.cfg.MaxMessageBytes {
 		d.win.release()
 		d.stats.drop(DropTooLarge)
-		d.log.Warn("state larger than max_message_bytes; frame dropped", "seq", seq, "bytes", len(payload), "max", d.cfg.MaxMessageBytes)
+		d.log.Warn("state larger than max_message_bytes; frame dropped", "seq", seq, "bytes", len(out.Payload), "max", d.cfg.MaxMessageBytes)
 		return
 	}
 	now := time.Now()
-	if filteredAt == "" {
-		d.perf.bytes(k, len(payload), now)
+	if out.FilteredAt == "" {
+		d.perf.bytes(k, len(out.Payload), now)
 	}
-	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(next).Name()), payload: payload, captured: captured, sent: now}
+	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(out.Next).Name()), payload: out.Payload, captured: captured, sent: now}
 	d.win.register(f)
-	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(payload)) })
+	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(out.Payload)) })
 	d.publish(f)
 	d.perf.overheadMS(time.Since(start)-stagesTime, time.Now())
-}
-
-// encodeAt encodes the state for stage next of a frame captured at
-// captured and processed at split k.
-func (d *device) encodeAt(st *tasks.State, next, k int, filteredAt string, seq uint64, captured time.Time, timings []wire.Timing) ([]byte, error) {
-	fields, err := tasks.EncodeFields(st, d.pipe.Needs(next), d.enc)
-	if err != nil {
-		return nil, err
-	}
-	return wire.Encode(&wire.Envelope{
-		Version:    wire.Version,
-		Pipeline:   d.pipe.Name(),
-		Opts:       d.pipe.Options(),
-		Device:     d.cfg.ID,
-		Run:        d.run,
-		Seq:        seq,
-		Split:      k,
-		Next:       d.pipe.Stage(next).Name(),
-		CaptureTS:  captured.UnixNano(),
-		FilteredAt: filteredAt,
-		Timings:    timings,
-		Fields:     fields,
-	})
 }
 
 // publish hands the frame's state to paho; the ack watcher times it. The

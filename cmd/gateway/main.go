@@ -10,8 +10,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/splitpoint/splitpoint/app/gateway"
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/gateway"
+	_ "github.com/splitpoint/splitpoint/pipelines"
 )
 
 func main() {

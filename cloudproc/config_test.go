@@ -6,7 +6,7 @@ import (
 )
 
 func TestShippedConfigEqualsDefaults(t *testing.T) {
-	got, _, err := LoadConfig("../../configs/cloud.toml")
+	got, _, err := LoadConfig("../configs/cloud.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
