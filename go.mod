@@ -10,6 +10,7 @@ require (
 	go.uber.org/goleak v1.3.0
 	gocv.io/x/gocv v0.31.0
 	golang.org/x/sys v0.38.0
+	gonum.org/v1/gonum v0.17.0
 )
 
 require (

@@ -14,12 +14,6 @@ func newRunID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// DiscoveryTopic is where a device is announced to Home Assistant
-// (device-based discovery).
-func DiscoveryTopic(prefix, device string) string {
-	return prefix + "/device/splitpoint_" + device + "/config"
-}
-
 // Discovery is a Home Assistant device-based discovery payload.
 type Discovery struct {
 	Device       map[string]any            `json:"device"`
@@ -110,7 +104,7 @@ func (p *plane) announce(d *dev) {
 	if !p.cfg.HomeAssistant.Enabled || d.stages == 0 {
 		return
 	}
-	p.publish(DiscoveryTopic(p.cfg.HomeAssistant.Prefix, d.id), discovery(d.id, d.state, d.hasTemp), true)
+	p.publish(wire.HADiscoveryTopic(p.cfg.HomeAssistant.Prefix, d.id), discovery(d.id, d.state, d.hasTemp), true)
 }
 
 func (p *plane) announceAll() {

@@ -113,7 +113,7 @@ func (p *plane) subscribe() error {
 	filters := []string{wire.StateFilter, wire.StatusFilter, wire.TelemetryFilter, wire.SplitSetFilter, wire.TargetSetFilter,
 		wire.CloudStatusFilter, wire.CloudTelemetryFilter}
 	if p.cfg.HomeAssistant.Enabled {
-		filters = append(filters, p.cfg.HomeAssistant.Prefix+"/status")
+		filters = append(filters, wire.HAStatusTopic(p.cfg.HomeAssistant.Prefix))
 	}
 	for i, f := range filters {
 		err := p.srv.Subscribe(f, i+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
@@ -180,7 +180,7 @@ func (p *plane) params() controller.Params {
 }
 
 func (p *plane) handle(ev event) {
-	if p.cfg.HomeAssistant.Enabled && ev.topic == p.cfg.HomeAssistant.Prefix+"/status" {
+	if p.cfg.HomeAssistant.Enabled && ev.topic == wire.HAStatusTopic(p.cfg.HomeAssistant.Prefix) {
 		if string(ev.payload) == "online" {
 			p.log.Info("Home Assistant is online; announcing devices again")
 			p.announceAll()

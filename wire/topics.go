@@ -149,3 +149,13 @@ func parseCloudTopic(topic, leaf string) (string, error) {
 	}
 	return parts[2], nil
 }
+
+// HADiscoveryTopic is where a device is announced to Home Assistant
+// (device-based discovery): <prefix>/device/splitpoint_<device>/config.
+func HADiscoveryTopic(prefix, device string) string {
+	return prefix + "/device/splitpoint_" + device + "/config"
+}
+
+// HAStatusTopic is Home Assistant's birth and last-will topic,
+// <prefix>/status ("online" when Home Assistant starts).
+func HAStatusTopic(prefix string) string { return prefix + "/status" }
