@@ -135,7 +135,7 @@ func (c *Config) Validate() error {
 	if err := p.CheckSplit(c.Split); err != nil {
 		return config.Errorf("split", "must be 1..%d for pipeline %s (got %d)", p.MaxSplit(), c.Pipeline, c.Split)
 	}
-	if err := source.ValidateURI(c.Source); err != nil {
+	if err := spec.CheckSource(c.Source); err != nil {
 		return config.Errorf("source", "%v", err)
 	}
 	switch {
@@ -212,12 +212,12 @@ func LoadConfig(path string) (Config, *config.File, error) {
 }
 
 // SourceOptions are the source recovery settings.
-func (c *Config) SourceOptions() source.Options {
+func (c *Config) SourceOptions() tasks.SourceOptions {
 	giveUp := c.ReopenGiveUp.D()
 	if giveUp == 0 {
 		giveUp = -1 // never
 	}
-	return source.Options{ReopenBackoffMax: c.ReopenBackoffMax.D(), ReopenGiveUp: giveUp, MaxBadFrames: c.MaxBadFrames}
+	return tasks.SourceOptions{ReopenBackoffMax: c.ReopenBackoffMax.D(), ReopenGiveUp: giveUp, MaxBadFrames: c.MaxBadFrames}
 }
 
 // takeoverLimit is the limit in mqttc's terms (negative: never).

@@ -13,9 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/splitpoint/splitpoint/emulate"
 	"github.com/splitpoint/splitpoint/mqttc"
-	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
-	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -96,13 +94,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	d.split.Store(int64(cfg.Split))
 	d.SetSlowdown(cfg.Emulate.Slowdown)
 
-	src, err := source.OpenWithContext(ctx, cfg.Source, withLog(cfg.SourceOptions(), d.log))
+	spec, _ := tasks.Lookup(cfg.Pipeline) // Validate checked it
+	src, err := spec.OpenSource(ctx, cfg.Source, cfg.Options, withLog(cfg.SourceOptions(), d.log))
 	if err != nil {
 		return Summary{}, err
 	}
 	defer src.Close()
-	d.stats.source = func() (int64, int64) { s := src.Stats(); return s.Reopens, s.Errors }
-	if f, ok := src.(interface{ FPS() float64 }); ok {
+	if c, ok := src.(tasks.SourceStats); ok {
+		d.stats.source = c.Counters
+	}
+	if f, ok := src.(tasks.SourceRate); ok {
 		d.sourceFPS = f.FPS()
 	}
 
@@ -237,7 +238,7 @@ func (d *device) drain(capErr error) {
 }
 
 // withLog sets the source's logger.
-func withLog(o source.Options, log *slog.Logger) source.Options {
+func withLog(o tasks.SourceOptions, log *slog.Logger) tasks.SourceOptions {
 	o.Log = log
 	return o
 }
@@ -356,7 +357,7 @@ func truncate(b []byte) string {
 
 // captureLoop captures, processes and sends frames until the count is
 // reached, the source ends or ctx is done.
-func (d *device) captureLoop(ctx context.Context, src source.Source) error {
+func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
 	block := d.cfg.Policy == PolicyBlock
 	for n := 0; d.cfg.Frames == 0 || n < d.cfg.Frames; n++ {
 		if block {
@@ -381,7 +382,7 @@ func (d *device) captureLoop(ctx context.Context, src source.Source) error {
 		}
 		d.progress()
 		d.stats.add(func(s *Summary) { s.Captured++ })
-		in := cvmat.Mat{Mat: frame} // the source's frame, as the pipeline's input
+		in := frame // the pipeline's input: an Array or a Native
 		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
 			d.profile(in)
 		}
@@ -405,16 +406,25 @@ func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) ta
 // profile runs a copy of the frame through every stage but the sink, timing
 // each and sizing the state at every boundary. The frame itself is then
 // processed as usual: profiling loses nothing.
-func (d *device) profile(in tasks.Native) {
+func (d *device) profile(in any) {
 	n := d.pipe.Len()
 	dev := make([]time.Duration, 0, n-1)
 	cpu := make([]time.Duration, 0, n-1)
 	bytes := make([]int, n)
 	st := tasks.NewState(d.cfg.ID, 0)
 	defer st.Close()
-	a, err := in.Array() // a copy: the input itself is processed as usual
-	if err != nil {
-		d.log.Warn("cannot copy the input to profile it", "error", err)
+	// A copy (an array is never changed in place): the input itself is
+	// processed as usual.
+	a, ok := in.(tasks.Array)
+	if n, native := in.(tasks.Native); native {
+		var err error
+		if a, err = n.Array(); err != nil {
+			d.log.Warn("cannot copy the input to profile it", "error", err)
+			return
+		}
+		ok = true
+	}
+	if !ok {
 		return
 	}
 	st.SetArray(tasks.FieldSource, a)
@@ -437,12 +447,17 @@ func (d *device) profile(in tasks.Native) {
 
 // process runs the local stages on one frame and sends its state. It always
 // either registers the frame in flight or counts it dropped.
-func (d *device) process(ctx context.Context, seq uint64, in tasks.Native, captured time.Time) {
+func (d *device) process(ctx context.Context, seq uint64, in any, captured time.Time) {
 	start := time.Now()
 	k := int(d.split.Load()) // a split change applies from a frame boundary
 	st := tasks.NewState(d.cfg.ID, seq)
 	defer st.Close()
-	st.SetNative(tasks.FieldSource, in)
+	if err := st.SetInput(tasks.FieldSource, in); err != nil {
+		d.win.release()
+		d.stats.drop(DropStageError)
+		d.log.Error("source gave an input of the wrong kind; frame dropped", "seq", seq, "error", err)
+		return
+	}
 	if d.cfg.Policy == PolicyDropOldest && !d.clouds.any() {
 		d.win.release()
 		d.stats.drop(DropNoCloud)

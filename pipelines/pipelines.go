@@ -7,4 +7,5 @@ package pipelines
 import (
 	// Register the pipelines.
 	_ "github.com/splitpoint/splitpoint/tasks/balltrack"
+	_ "github.com/splitpoint/splitpoint/tasks/vibration"
 )

@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"sync"
@@ -26,6 +27,12 @@ type Spec struct {
 	NewOptions func() Options
 	// Stages builds the stages from validated options.
 	Stages func(opts Options) ([]Stage, error)
+	// CheckSource validates a source URI's form without opening it
+	// (config validation), with a message naming the kinds allowed.
+	CheckSource func(uri string) error
+	// OpenSource opens a source of the kinds the pipeline supports; its
+	// inputs are what the first stage reads under FieldSource.
+	OpenSource func(ctx context.Context, uri string, opts Options, so SourceOptions) (Source, error)
 }
 
 var (
@@ -39,8 +46,8 @@ func Register(s Spec) {
 	if err := wire.ValidateName(s.Name); err != nil {
 		panic(fmt.Sprintf("tasks.Register: %v", err))
 	}
-	if s.NewOptions == nil || s.Stages == nil {
-		panic("tasks.Register: NewOptions and Stages are required")
+	if s.NewOptions == nil || s.Stages == nil || s.CheckSource == nil || s.OpenSource == nil {
+		panic("tasks.Register: NewOptions, Stages, CheckSource and OpenSource are required")
 	}
 	regMu.Lock()
 	defer regMu.Unlock()

@@ -70,6 +70,20 @@ func (s *State) Array(name string) (Array, bool, error) {
 	return Array{}, false, nil
 }
 
+// SetInput stores a source's input (an Array or a Native, see Source)
+// under name; the state owns a Native from then on.
+func (s *State) SetInput(name string, v any) error {
+	switch v := v.(type) {
+	case Array:
+		s.SetArray(name, v)
+	case Native:
+		s.SetNative(name, v)
+	default:
+		return errKind(v)
+	}
+	return nil
+}
+
 // SetNative stores a pipeline's native value and takes ownership of it.
 func (s *State) SetNative(name string, v Native) { s.set(name, v) }
 

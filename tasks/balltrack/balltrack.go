@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/cvmat"
 	"gocv.io/x/gocv"
@@ -94,6 +95,8 @@ func init() {
 			}
 			return Stages(opts), nil
 		},
+		CheckSource: source.ValidateURI,
+		OpenSource:  openSource,
 	})
 }
 

@@ -243,6 +243,8 @@ func init() {
 			}
 			return Stages(opts), nil
 		},
+		CheckSource: checkSource,
+		OpenSource:  openSource,
 	})
 }
 

@@ -1,0 +1,177 @@
+package vibration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/splitpoint/splitpoint/tasks"
+)
+
+// Source URIs of the pipeline:
+//
+//	synthetic:?seed=S&fps=F&windows=N&fault_every=K&off_every=K
+//	    the generator (DefaultSynthetic at the pipeline's sample_rate and
+//	    window): fps windows per second (default real time,
+//	    sample_rate/window; 0 unpaced), N windows then the end (0:
+//	    endless), a fault every K-th window (default 5; 0 never), an
+//	    all-zero window every K-th (default 0: never)
+//	csv:PATH, csv:-    windows of ax,ay,az rows from a file or stdin
+func checkSource(uri string) error {
+	switch {
+	case strings.HasPrefix(uri, "synthetic:"):
+		_, _, _, err := parseSynthetic(uri, DefaultOptions())
+		return err
+	case strings.HasPrefix(uri, "csv:") && len(uri) > len("csv:"):
+		return nil
+	}
+	return fmt.Errorf("source %q: the vibration pipeline reads synthetic:?seed=S&fps=F&windows=N&fault_every=K&off_every=K, csv:PATH or csv:- (stdin)", uri)
+}
+
+func parseSynthetic(uri string, o *Options) (Synthetic, float64, int, error) {
+	g := DefaultSynthetic(1)
+	g.SampleRate, g.Window = o.SampleRate, o.Window
+	fps := o.SampleRate / float64(o.Window)
+	windows := 0
+	vals, err := url.ParseQuery(strings.TrimPrefix(strings.TrimPrefix(uri, "synthetic:"), "?"))
+	if err != nil {
+		return g, 0, 0, fmt.Errorf("synthetic source %q: %v", uri, err)
+	}
+	for k, v := range vals {
+		val := v[len(v)-1]
+		var n uint64
+		var f float64
+		switch k {
+		case "seed":
+			n, err = strconv.ParseUint(val, 10, 64)
+			g.Seed = n
+		case "fps":
+			f, err = strconv.ParseFloat(val, 64)
+			if err == nil && !(f >= 0 && f <= 10000) || math.IsNaN(f) {
+				err = errors.New("want 0 (unpaced) to 10000")
+			}
+			fps = f
+		case "windows", "fault_every", "off_every":
+			n, err = strconv.ParseUint(val, 10, 31)
+			switch k {
+			case "windows":
+				windows = int(n)
+			case "fault_every":
+				g.FaultEvery = int(n)
+			case "off_every":
+				g.OffEvery = int(n)
+			}
+		default:
+			err = errors.New("unknown option (allowed: seed, fps, windows, fault_every, off_every)")
+		}
+		if err != nil {
+			return g, 0, 0, fmt.Errorf("synthetic source option %s=%q: %v", k, val, err)
+		}
+	}
+	return g, fps, windows, g.Validate()
+}
+
+func openSource(ctx context.Context, uri string, o tasks.Options, _ tasks.SourceOptions) (tasks.Source, error) {
+	opts, ok := o.(*Options)
+	if !ok {
+		return nil, fmt.Errorf("vibration: options of type %T", o)
+	}
+	if err := checkSource(uri); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(uri, "csv:") {
+		path := strings.TrimPrefix(uri, "csv:")
+		var r io.ReadCloser = os.Stdin
+		if path != "-" {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, fmt.Errorf("open source %q: %w", path, err)
+			}
+			r = f
+		}
+		cr, err := NewCSVReader(r, opts.Window)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		return &csvSource{r: cr, c: r}, nil
+	}
+	g, fps, windows, err := parseSynthetic(uri, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &synthSource{g: g, fps: fps, windows: windows}
+	return s, nil
+}
+
+// synthSource paces the generator's windows.
+type synthSource struct {
+	g       Synthetic
+	fps     float64
+	windows int
+	n       int
+	next    time.Time
+}
+
+// Read returns window n (float32 [window 3]), paced at fps.
+func (s *synthSource) Read(ctx context.Context) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if s.windows > 0 && s.n >= s.windows {
+		return nil, io.EOF
+	}
+	if s.fps > 0 {
+		now := time.Now()
+		if s.next.IsZero() {
+			s.next = now
+		}
+		if wait := s.next.Sub(now); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+		}
+		s.next = s.next.Add(time.Duration(float64(time.Second) / s.fps))
+	}
+	a, err := s.g.WindowAt(s.n)
+	if err != nil {
+		return nil, err
+	}
+	s.n++
+	return a, nil
+}
+
+// Close implements tasks.Source.
+func (s *synthSource) Close() error { return nil }
+
+// FPS implements tasks.SourceRate.
+func (s *synthSource) FPS() float64 { return s.fps }
+
+// csvSource reads windows from CSV rows.
+type csvSource struct {
+	r *CSVReader
+	c io.Closer
+}
+
+// Read returns the next complete window, io.EOF at the end. A read from
+// stdin blocks until a row arrives; ctx ends it only between windows.
+func (s *csvSource) Read(ctx context.Context) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.r.Next()
+}
+
+// Close implements tasks.Source.
+func (s *csvSource) Close() error { return s.c.Close() }
