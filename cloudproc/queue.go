@@ -2,6 +2,8 @@ package cloudproc
 
 import (
 	"context"
+
+	"github.com/splitpoint/splitpoint/internal/notify"
 	"sync"
 )
 
@@ -115,11 +117,11 @@ type fairQueue struct {
 	ring    []string // devices with queued jobs, in service order
 	limit   int
 	active  int // jobs popped and not yet finished
-	changed chan struct{}
+	changed notify.Cond
 }
 
 func newFairQueue(limit int) *fairQueue {
-	return &fairQueue{per: map[string][]*job{}, limit: limit, changed: make(chan struct{})}
+	return &fairQueue{per: map[string][]*job{}, limit: limit}
 }
 
 // push queues j; false when the device's queue is full.
@@ -134,8 +136,7 @@ func (q *fairQueue) push(device string, j *job) bool {
 		q.ring = append(q.ring, device)
 	}
 	q.per[device] = append(jobs, j)
-	close(q.changed)
-	q.changed = make(chan struct{})
+	q.changed.Broadcast()
 	return true
 }
 
@@ -160,7 +161,7 @@ func (q *fairQueue) pop(ctx context.Context) (*job, bool) {
 			q.mu.Unlock()
 			return j, true
 		}
-		ch := q.changed
+		ch := q.changed.C()
 		q.mu.Unlock()
 		select {
 		case <-ch:
@@ -174,8 +175,7 @@ func (q *fairQueue) pop(ctx context.Context) (*job, bool) {
 func (q *fairQueue) finish() {
 	q.mu.Lock()
 	q.active--
-	close(q.changed)
-	q.changed = make(chan struct{})
+	q.changed.Broadcast()
 	q.mu.Unlock()
 }
 
@@ -184,7 +184,7 @@ func (q *fairQueue) waitEmpty(ctx context.Context) {
 	for {
 		q.mu.Lock()
 		empty := len(q.ring) == 0 && q.active == 0
-		ch := q.changed
+		ch := q.changed.C()
 		q.mu.Unlock()
 		if empty {
 			return

@@ -2,6 +2,8 @@ package device
 
 import (
 	"context"
+
+	"github.com/splitpoint/splitpoint/internal/notify"
 	"math"
 	"sync"
 )
@@ -15,11 +17,11 @@ const maxClouds = 1024
 type presence struct {
 	mu      sync.Mutex
 	online  map[string]bool
-	changed chan struct{}
+	changed notify.Cond
 }
 
 func newPresence() *presence {
-	return &presence{online: map[string]bool{}, changed: make(chan struct{})}
+	return &presence{online: map[string]bool{}}
 }
 
 // set records a cloudproc's status; false when it is new and the bound is
@@ -35,8 +37,7 @@ func (p *presence) set(id string, on bool) bool {
 	} else {
 		delete(p.online, id)
 	}
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.changed.Broadcast()
 	return true
 }
 
@@ -46,8 +47,7 @@ func (p *presence) clear() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.online)
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.changed.Broadcast()
 }
 
 func (p *presence) any() bool {
@@ -60,7 +60,7 @@ func (p *presence) any() bool {
 func (p *presence) wait(ctx context.Context) error {
 	for {
 		p.mu.Lock()
-		n, ch := len(p.online), p.changed
+		n, ch := len(p.online), p.changed.C()
 		p.mu.Unlock()
 		if n > 0 {
 			return nil

@@ -2,6 +2,8 @@ package device
 
 import (
 	"context"
+
+	"github.com/splitpoint/splitpoint/internal/notify"
 	"sync"
 	"time"
 )
@@ -24,19 +26,16 @@ type window struct {
 	size    int
 	reserve int // slots taken but not yet registered
 	flights map[uint64]*flight
-	changed chan struct{} // closed and replaced on every release
+	changed notify.Cond // on every release
 }
 
 func newWindow(size int) *window {
-	return &window{size: size, flights: map[uint64]*flight{}, changed: make(chan struct{})}
+	return &window{size: size, flights: map[uint64]*flight{}}
 }
 
 func (w *window) used() int { return w.reserve + len(w.flights) }
 
-func (w *window) signal() {
-	close(w.changed)
-	w.changed = make(chan struct{})
-}
+func (w *window) signal() { w.changed.Broadcast() }
 
 // acquire waits for a free slot.
 func (w *window) acquire(ctx context.Context) error {
@@ -47,7 +46,7 @@ func (w *window) acquire(ctx context.Context) error {
 			w.mu.Unlock()
 			return nil
 		}
-		ch := w.changed
+		ch := w.changed.C()
 		w.mu.Unlock()
 		select {
 		case <-ch:
@@ -147,7 +146,7 @@ func (w *window) waitEmpty(ctx context.Context) bool {
 			w.mu.Unlock()
 			return true
 		}
-		ch := w.changed
+		ch := w.changed.C()
 		w.mu.Unlock()
 		select {
 		case <-ch:

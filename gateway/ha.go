@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -24,9 +25,10 @@ type Discovery struct {
 }
 
 // discovery builds the announcement of a device: sensors read from its
-// periodic telemetry and state (never from per-frame results), the
-// annotated camera, numbers for the split and the target, a select for
-// the mode, all commanding through the …/set topics.
+// periodic telemetry and state, numbers for the split and the target, a
+// select for the mode, all commanding through the …/set topics, and what
+// the device's pipeline offers (package tasks' registry): a camera on the
+// annotated frames only where it has frames, sensors on its results.
 func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
 	uid := func(c string) string { return "splitpoint_" + id + "_" + c }
 	tele, state := wire.TelemetryTopic(id), wire.StateTopic(id)
@@ -51,9 +53,6 @@ func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
 			merge(measurement("ms"), map[string]any{"device_class": "duration"})),
 		"split_now": sensor("split_now", "Split", state, "{{ value_json.split }}", map[string]any{"icon": "mdi:call-split"}),
 		"mode_now":  sensor("mode_now", "Split mode", state, "{{ value_json.mode }}", map[string]any{"icon": "mdi:auto-mode"}),
-		"camera": {
-			"platform": "camera", "name": "Annotated frame", "unique_id": uid("camera"), "topic": wire.AnnotatedTopic(id),
-		},
 		"split": {
 			"platform": "number", "name": "Split point", "unique_id": uid("split"),
 			"command_topic": wire.ControlSplitSetTopic(id), "command_template": "{{ value | int }}",
@@ -72,6 +71,22 @@ func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
 			"state_topic":   state, "value_template": "{{ value_json.mode }}",
 			"options": []string{wire.ModeAuto, wire.ModeManual}, "icon": "mdi:auto-mode",
 		},
+	}
+	if spec, ok := tasks.Lookup(st.Pipeline); ok {
+		if spec.HomeAssistant.Frames {
+			comps["camera"] = map[string]any{
+				"platform": "camera", "name": "Annotated frame", "unique_id": uid("camera"), "topic": wire.AnnotatedTopic(id),
+			}
+		}
+		for _, hs := range spec.HomeAssistant.Sensors {
+			extra := map[string]any{"state_class": "measurement"}
+			for k, v := range map[string]string{"unit_of_measurement": hs.Unit, "device_class": hs.DeviceClass, "icon": hs.Icon} {
+				if v != "" {
+					extra[k] = v
+				}
+			}
+			comps[hs.Key] = sensor(hs.Key, hs.Name, wire.ResultTopic(id), hs.Template, extra)
+		}
 	}
 	if withTemperature {
 		comps["temperature"] = sensor("temperature", "CPU temperature", tele, "{{ value_json.host.temperature_c }}",

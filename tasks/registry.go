@@ -33,6 +33,27 @@ type Spec struct {
 	// OpenSource opens a source of the kinds the pipeline supports; its
 	// inputs are what the first stage reads under FieldSource.
 	OpenSource func(ctx context.Context, uri string, opts Options, so SourceOptions) (Source, error)
+	// HomeAssistant is what the gateway announces for the pipeline's
+	// devices besides the framework's own sensors and controls.
+	HomeAssistant HomeAssistant
+}
+
+// HomeAssistant describes what a pipeline offers Home Assistant.
+type HomeAssistant struct {
+	// Frames: the pipeline publishes annotated images (a camera entity).
+	Frames bool
+	// Sensors read from the device's results (…/result).
+	Sensors []HASensor
+}
+
+// HASensor is a Home Assistant sensor on a field of the pipeline's result.
+type HASensor struct {
+	Key         string // unique per pipeline: [a-z0-9_]+
+	Name        string // shown in Home Assistant
+	Template    string // value_template over the result JSON, e.g. {{ value_json.score }}
+	Unit        string // unit_of_measurement, or "" for none
+	DeviceClass string // Home Assistant device class, or ""
+	Icon        string // mdi:…, or ""
 }
 
 var (

@@ -95,8 +95,9 @@ func init() {
 			}
 			return Stages(opts), nil
 		},
-		CheckSource: source.ValidateURI,
-		OpenSource:  openSource,
+		CheckSource:   source.ValidateURI,
+		OpenSource:    openSource,
+		HomeAssistant: tasks.HomeAssistant{Frames: true},
 	})
 }
 
