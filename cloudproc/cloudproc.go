@@ -146,6 +146,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 	select {
 	case <-announced:
 		fmt.Fprintf(out, "cloudproc %s online: group %s, %d workers, stages %v\n", cfg.ID, cfg.Group, cfg.workers(), remoteStages())
+		if cfg.Ready != nil {
+			cfg.Ready()
+		}
 	case <-ctx.Done():
 	}
 

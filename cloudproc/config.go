@@ -42,7 +42,10 @@ type Config struct {
 	// TelemetryInterval is the period of offload/_cloud/<id>/telemetry.
 	TelemetryInterval config.Duration `toml:"telemetry_interval"`
 	LogLevel          string          `toml:"log_level"`
-	Emulate           struct {
+	// Ready, if set, is called once, when cloudproc has announced itself
+	// online (its subscriptions acknowledged).
+	Ready   func() `toml:"-"`
+	Emulate struct {
 		// Slowdown emulates a slower cloud, as on the device.
 		Slowdown float64 `toml:"slowdown"`
 	} `toml:"emulate"`

@@ -75,6 +75,10 @@ type Config struct {
 	// Options are the pipeline's options, from the table named after the
 	// pipeline ([balltrack]). Nil means the pipeline's defaults.
 	Options tasks.Options `toml:"-"`
+
+	// Ready, if set, is called once, with the run id, when the device is
+	// connected and about to capture its first frame.
+	Ready func(run string) `toml:"-"`
 }
 
 // DefaultConfig returns the defaults, equal to configs/pi.toml.

@@ -153,6 +153,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		}
 	}
 	d.log.Info("device started", "run", d.run, "config", cfg.String(), "split", d.split.Load(), "stages", pipe.StageNames())
+	if cfg.Ready != nil {
+		cfg.Ready(d.run)
+	}
 
 	// Capture stops when ctx ends, when the client gives up its connection
 	// (client-id conflict), or, in a --frames run, when nothing progresses

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,30 +37,41 @@ func TestRunEntryPointsLeakNothing(t *testing.T) {
 		matcheck.Assert(t, mats)
 	}()
 
-	gwOut := &syncBuf{}
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen = "127.0.0.1:0"
+	addr := make(chan string, 1)
+	gcfg.Ready = func(a string) { addr <- a }
 	gwWG.Add(1)
 	go func() {
 		defer gwWG.Done()
-		if err := gateway.Run(gwCtx, gcfg, gwOut, log); err != nil {
+		if err := gateway.Run(gwCtx, gcfg, io.Discard, log); err != nil {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, 10*time.Second, "gateway", func() bool { return strings.Contains(gwOut.String(), "\n") })
-	broker := "tcp://" + strings.TrimSpace(strings.TrimPrefix(gwOut.String(), "gateway listening on "))
+	var broker string
+	select {
+	case a := <-addr:
+		broker = "tcp://" + a
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway not ready")
+	}
 
 	ccfg := cloudproc.DefaultConfig()
 	ccfg.Broker = broker
-	cloudOut := &syncBuf{}
+	online := make(chan struct{})
+	ccfg.Ready = func() { close(online) }
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if _, err := cloudproc.Run(ctx, ccfg, cloudOut, log); err != nil {
+		if _, err := cloudproc.Run(ctx, ccfg, io.Discard, log); err != nil {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, 10*time.Second, "cloudproc", func() bool { return strings.Contains(cloudOut.String(), "online") })
+	select {
+	case <-online:
+	case <-time.After(10 * time.Second):
+		t.Fatal("cloudproc not ready")
+	}
 
 	var annotated sync.Map
 	sub := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("e2e-annotated"))

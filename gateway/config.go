@@ -69,6 +69,10 @@ type Config struct {
 	LogLevel      string        `toml:"log_level"`
 	Control       Control       `toml:"control"`
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
+
+	// Ready, if set, is called once the broker listens, with its address
+	// (host:port, the real port when Listen asked for port 0).
+	Ready func(addr string) `toml:"-"`
 }
 
 // SessionLimits are the broker's limits for offline sessions.

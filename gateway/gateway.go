@@ -43,6 +43,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	go func() { defer close(planeDone); pl.loop(planeCtx) }()
 	defer func() { stopPlane(); <-planeDone }()
 	fmt.Fprintf(out, "gateway listening on %s\n", b.Addr())
+	if cfg.Ready != nil {
+		cfg.Ready(b.Addr())
+	}
 	lim := b.Limits()
 	log.Info("gateway started", "listen", b.Addr(), "max_message_bytes", cfg.MaxMessageBytes,
 		"session_expiry", lim.Expiry, "max_queued_messages", lim.MaxMessages, "max_queued_bytes", lim.MaxBytes,

@@ -54,19 +54,22 @@ func run(frames, rounds int, slowdown float64, codec string) error {
 
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen = "127.0.0.1:0"
-	pr, pw := io.Pipe()
-	go func() { _ = gateway.Run(ctx, gcfg, pw, log) }()
-	var line string
-	if _, err := fmt.Fscanln(pr, &line, &line, &line, &line); err != nil {
-		return fmt.Errorf("gateway: %w", err)
+	addr := make(chan string, 1)
+	gcfg.Ready = func(a string) { addr <- a }
+	go func() { _ = gateway.Run(ctx, gcfg, io.Discard, log) }()
+	var broker string
+	select {
+	case a := <-addr:
+		broker = "tcp://" + a
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("gateway did not start")
 	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	broker := "tcp://" + line
 
 	ccfg := cloudproc.DefaultConfig()
 	ccfg.Broker = broker
 	ready := make(chan struct{})
-	go func() { _, _ = cloudproc.Run(ctx, ccfg, notify{ready}, log) }()
+	ccfg.Ready = func() { close(ready) }
+	go func() { _, _ = cloudproc.Run(ctx, ccfg, io.Discard, log) }()
 	select {
 	case <-ready:
 	case <-time.After(30 * time.Second):
@@ -109,19 +112,6 @@ func run(frames, rounds int, slowdown float64, codec string) error {
 	return nil
 }
 
-// notify closes ready when cloudproc writes its online line.
-type notify struct{ ready chan struct{} }
-
-func (n notify) Write(p []byte) (int, error) {
-	if strings.Contains(string(p), "online") {
-		select {
-		case <-n.ready:
-		default:
-			close(n.ready)
-		}
-	}
-	return len(p), nil
-}
 
 func allLocal(frames int, slowdown float64) (sample, error) {
 	p, err := tasks.Build(balltrack.Name, balltrack.DefaultOptions())
