@@ -319,31 +319,6 @@ func (c *Controller) Step(s Snapshot) Decision {
 	return c.hold(s, fmt.Sprintf("meeting target: %.1f fps ≥ %.1f at split %d", s.MeasuredFPS, s.Target, s.Split))
 }
 
-// Baseline is the original framework's policy, kept for comparison: every
-// 3 s, offload one more stage when below target; never move back.
-type Baseline struct {
-	last    time.Duration
-	started bool
-}
-
-// BaselinePeriod is the original framework's control period.
-const BaselinePeriod = 3 * time.Second
-
-// Step decides for one period of the baseline policy.
-func (b *Baseline) Step(s Snapshot) Decision {
-	if !b.started {
-		b.started, b.last = true, s.Now
-	}
-	if s.Now-b.last < BaselinePeriod {
-		return Decision{Split: s.Split, Reason: "baseline: waiting for its 3 s period"}
-	}
-	b.last = s.Now
-	if s.MeasuredFPS < s.Target && s.Split > 1 {
-		return Decision{Split: s.Split - 1, Changed: true, Reason: "baseline: below target, offloading one more stage"}
-	}
-	return Decision{Split: s.Split, Reason: "baseline: holding"}
-}
-
 // StageTimes merges live measurements with older ones: a stage with a live
 // measurement (not NaN) keeps it; the others take their older value (a
 // profile) scaled by how much slower or faster the live stages run now than

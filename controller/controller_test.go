@@ -175,17 +175,3 @@ func TestStageTimesScalesEstimates(t *testing.T) {
 		t.Errorf("no live stage: %v %v", out, scale)
 	}
 }
-
-func TestBaselineOffloadsOneStageEvery3s(t *testing.T) {
-	var b Baseline
-	s := snap(0, 6, 10)
-	b.Step(s)
-	s.Now = 2 * time.Second
-	if d := b.Step(s); d.Changed {
-		t.Fatal("moved before 3 s")
-	}
-	s.Now = 3 * time.Second
-	if d := b.Step(s); !d.Changed || d.Split != 5 {
-		t.Fatalf("%+v", d)
-	}
-}

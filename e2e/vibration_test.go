@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/fxamacker/cbor/v2"
+	"github.com/splitpoint/splitpoint/wire"
 )
 
 // vibResult is the vibration pipeline's part of a result.
@@ -113,5 +120,63 @@ func TestVibrationPipelineEverySplitMeetsGroundTruth(t *testing.T) {
 			t.Fatalf("pair%d: %+v", i, sums[i])
 		}
 		check(sums[i].device, sums[i].run, k)
+	}
+}
+
+// Bad vibration states sent to the cloud while a good device runs: each is
+// rejected with its reason, answered with an error result where the frame
+// can be named, and the good device loses nothing.
+func TestVibrationBadInputHarmsNoOtherDevice(t *testing.T) {
+	broker, _ := startGateway(t)
+	cloud := startCloud(t, broker, "c1")
+	col := newCollector(t, broker)
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("e2e-evil-vib"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer pub.Disconnect(100)
+	state := func(seq uint64, f wire.Field) []byte {
+		b, err := cbor.Marshal(&wire.Envelope{Version: wire.Version, Pipeline: "vibration", Device: "evilvib", Run: "bad", Seq: seq,
+			Split: 1, Next: "filter", Fields: map[string]wire.Field{"signal": f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	nan := make([]byte, 8*1024*3)
+	for i := 0; i < len(nan); i += 8 {
+		binary.LittleEndian.PutUint64(nan[i:], math.Float64bits(math.NaN()))
+	}
+	bad := [][]byte{
+		[]byte("not cbor"),
+		state(1, wire.Field{Kind: wire.KindArray, Array: &wire.Array{DType: "float64", Shape: []int{10, 2}, Codec: "raw", Data: make([]byte, 160)}}),
+		state(2, wire.Field{Kind: wire.KindArray, Array: &wire.Array{DType: "int32", Shape: []int{1024, 3}, Codec: "raw", Data: make([]byte, 4*3072)}}),
+		state(3, wire.Field{Kind: wire.KindArray, Array: &wire.Array{DType: "float64", Shape: []int{1024, 3}, Codec: "raw", Data: nan}}),
+		state(4, wire.Field{Kind: wire.KindNumber, Num: 1}),
+	}
+	cfg := writeFile(t, "vib.toml", "pipeline = \"vibration\"\nsource = \"synthetic:?fps=20&windows=40\"\n")
+	dev := start(t, "device", "-c", cfg, "--broker", broker, "--id", "goodvib", "--split", "1")
+	for _, b := range bad {
+		if tok := pub.Publish(wire.StageTopic("evilvib", "filter"), 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	if code := dev.wait(t, 3*time.Minute); code != 0 {
+		t.Fatalf("good device exited %d", code)
+	}
+	sum := parseSummary(t, dev.stdout.String())
+	if sum.results != 40 || sum.drops != 0 {
+		t.Fatalf("good device: %+v", sum)
+	}
+	waitFor(t, 30*time.Second, "error answers for the four named bad states", func() bool { return col.count("bad") >= 4 })
+	for _, r := range col.run(t, "bad") {
+		var v vibResult
+		if json.Unmarshal([]byte(r.raw), &v) != nil || v.Error == "" {
+			t.Errorf("bad state answered without an error: %s", r.raw)
+		}
+	}
+	cloud.stop(t)
+	if !strings.Contains(cloud.stderr.String(), "bad_state=") || !strings.Contains(cloud.stderr.String(), "stage_error=") {
+		t.Errorf("cloudproc did not count the bad states:\n%s", tail(cloud.stderr.String()))
 	}
 }

@@ -79,7 +79,7 @@ func Evaluate(sc Scenario, params controller.Params) []Result {
 	}
 	entries := []entry{
 		{"splitpoint", controller.New(params), n - 1},
-		{"baseline", &controller.Baseline{}, n - 1},
+		{"baseline", &Baseline{}, n - 1},
 		{"oracle", NewOracle(sc), k0},
 	}
 	for k := 1; k < n; k++ {

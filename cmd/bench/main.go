@@ -112,7 +112,6 @@ func run(frames, rounds int, slowdown float64, codec string) error {
 	return nil
 }
 
-
 func allLocal(frames int, slowdown float64) (sample, error) {
 	p, err := tasks.Build(balltrack.Name, balltrack.DefaultOptions())
 	if err != nil {
