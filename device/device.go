@@ -62,16 +62,37 @@ type device struct {
 // telemetry, follows the gateway's split decisions, writes a status line
 // every cfg.StatusInterval to out and returns the summary.
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summary, error) {
-	if err := cfg.Validate(); err != nil {
+	d, err := newDevice(cfg, out, log)
+	if err != nil {
 		return Summary{}, err
+	}
+	src, err := d.openSource(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer src.Close()
+	if err := d.connect(ctx); err != nil {
+		return Summary{}, err
+	}
+	defer d.client.Close(250)
+	if err := d.waitStart(ctx); err != nil {
+		return d.stats.snapshot(), err
+	}
+	return d.runCapture(ctx, src)
+}
+
+// newDevice validates the config and builds the device.
+func newDevice(cfg Config, out io.Writer, log *slog.Logger) (*device, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	pipe, err := tasks.Build(cfg.Pipeline, cfg.Options)
 	if err != nil {
-		return Summary{}, err
+		return nil, err
 	}
 	enc, err := tasks.ParseEncoding(cfg.MatCodec, cfg.JPEGQuality)
 	if err != nil {
-		return Summary{}, err
+		return nil, err
 	}
 	d := &device{
 		cfg:        cfg,
@@ -93,20 +114,29 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	d.stats = newStats(cfg.ID, d.run)
 	d.split.Store(int64(cfg.Split))
 	d.SetSlowdown(cfg.Emulate.Slowdown)
+	return d, nil
+}
 
-	spec, _ := tasks.Lookup(cfg.Pipeline) // Validate checked it
-	src, err := spec.OpenSource(ctx, cfg.Source, cfg.Options, withLog(cfg.SourceOptions(), d.log))
+// openSource opens the pipeline's source and wires its counters and rate.
+func (d *device) openSource(ctx context.Context) (tasks.Source, error) {
+	spec, _ := tasks.Lookup(d.cfg.Pipeline) // Validate checked it
+	src, err := spec.OpenSource(ctx, d.cfg.Source, d.cfg.Options, withLog(d.cfg.SourceOptions(), d.log))
 	if err != nil {
-		return Summary{}, err
+		return nil, err
 	}
-	defer src.Close()
 	if c, ok := src.(tasks.SourceStats); ok {
 		d.stats.source = c.Counters
 	}
 	if f, ok := src.(tasks.SourceRate); ok {
 		d.sourceFPS = f.FPS()
 	}
+	return src, nil
+}
 
+// connect connects to the broker with the device's persistent session.
+func (d *device) connect(ctx context.Context) error {
+	cfg := d.cfg
+	var err error
 	d.client, err = mqttc.Connect(ctx, mqttc.Options{
 		Broker:   cfg.Broker,
 		ClientID: "splitpoint-device-" + cfg.ID,
@@ -130,53 +160,44 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		TakeoverWindow: cfg.TakeoverWindow.D(),
 		Log:            d.log,
 	})
-	if err != nil {
-		return Summary{}, err
-	}
-	defer d.client.Close(250)
+	return err
+}
 
+// waitStart waits until the device has announced itself and, in automatic
+// mode, a moment for a retained decision (so that a restarted device
+// resumes the gateway's split from its first frame); then it reports
+// readiness.
+func (d *device) waitStart(ctx context.Context) error {
 	select {
 	case <-d.ready:
 	case <-d.client.Done():
-		return d.stats.snapshot(), d.client.Err()
+		return d.client.Err()
 	case <-ctx.Done():
-		return d.stats.snapshot(), ctx.Err()
+		return ctx.Err()
 	}
-	// In automatic mode a retained decision, if there is one, comes right
-	// after the subscription: wait a moment for it so that a restarted
-	// device resumes the gateway's split from its first frame.
-	if cfg.Mode == wire.ModeAuto {
+	if d.cfg.Mode == wire.ModeAuto {
 		select {
 		case <-d.decided:
 		case <-time.After(decisionWait):
 		case <-ctx.Done():
 		}
 	}
-	d.log.Info("device started", "run", d.run, "config", cfg.String(), "split", d.split.Load(), "stages", pipe.StageNames())
-	if cfg.Ready != nil {
-		cfg.Ready(d.run)
+	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "stages", d.pipe.StageNames())
+	if d.cfg.Ready != nil {
+		d.cfg.Ready(d.run)
 	}
+	return nil
+}
 
-	// Capture stops when ctx ends, when the client gives up its connection
-	// (client-id conflict), or, in a --frames run, when nothing progresses
-	// for drain_timeout.
+// runCapture captures until the count, the source's end, ctx, a client that
+// gives up or (in a --frames run) a stall; then drains, announces offline
+// and returns the summary.
+func (d *device) runCapture(ctx context.Context, src tasks.Source) (Summary, error) {
 	capCtx, stopCapture := context.WithCancelCause(ctx)
 	defer stopCapture(nil)
 	d.progress()
-
-	// Background helpers live until the drain is over.
-	bg, stopBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	helpers := []func(context.Context){d.watchAcks, d.resendLoop, d.telemetryLoop, d.probeLoop,
-		func(ctx context.Context) { d.watchClient(ctx, stopCapture) }}
-	if cfg.Frames > 0 && cfg.DrainTimeout.D() > 0 {
-		helpers = append(helpers, func(ctx context.Context) { d.watchStall(ctx, stopCapture) })
-	}
-	for _, f := range helpers {
-		wg.Add(1)
-		go func() { defer wg.Done(); f(bg) }()
-	}
-	defer func() { stopBG(); wg.Wait() }()
+	stopHelpers := d.startHelpers(stopCapture)
+	defer stopHelpers()
 
 	start := time.Now()
 	capErr := d.captureLoop(capCtx, src)
@@ -189,7 +210,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	d.drain(capErr)
 	d.stats.add(func(s *Summary) { s.Elapsed = time.Since(start) })
 	if d.client.Err() == nil {
-		if err := mqttc.Publish(d.client, wire.StatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
+		if err := mqttc.Publish(d.client, wire.StatusTopic(d.cfg.ID), 1, true, wire.Offline); err != nil {
 			d.log.Warn("could not publish offline status", "error", err)
 		}
 	}
@@ -198,9 +219,28 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 	case capErr != nil && !errors.Is(capErr, context.Canceled):
 		return sum, capErr
 	case sum.Dropped[DropResultTimeout] > 0:
-		return sum, fmt.Errorf("%w: %d frames without a result after %v", ErrIncomplete, sum.Dropped[DropResultTimeout], cfg.DrainTimeout.D())
+		return sum, fmt.Errorf("%w: %d frames without a result after %v", ErrIncomplete, sum.Dropped[DropResultTimeout], d.cfg.DrainTimeout.D())
 	}
 	return sum, nil
+}
+
+// startHelpers starts the background loops, which live until the drain is
+// over: PUBACK timing, resends, telemetry, probes, the client watcher and,
+// in a --frames run, the stall watcher. The returned function stops them
+// and waits.
+func (d *device) startHelpers(stopCapture context.CancelCauseFunc) func() {
+	bg, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	helpers := []func(context.Context){d.watchAcks, d.resendLoop, d.telemetryLoop, d.probeLoop,
+		func(ctx context.Context) { d.watchClient(ctx, stopCapture) }}
+	if d.cfg.Frames > 0 && d.cfg.DrainTimeout.D() > 0 {
+		helpers = append(helpers, func(ctx context.Context) { d.watchStall(ctx, stopCapture) })
+	}
+	for _, f := range helpers {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	return func() { stop(); wg.Wait() }
 }
 
 // errStalled ends a --frames run in which nothing progressed.
