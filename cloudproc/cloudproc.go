@@ -93,7 +93,29 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 	if err := cfg.Validate(); err != nil {
 		return Stats{}, err
 	}
-	p := &proc{
+	p := newProc(cfg, log)
+	announced := make(chan struct{})
+	if err := p.connect(ctx, announced); err != nil {
+		return Stats{}, err
+	}
+	defer p.client.Close(250)
+	work, stopWork := context.WithCancel(context.Background())
+	workersDone := p.startWorkers(work)
+	select {
+	case <-announced:
+		fmt.Fprintf(out, "cloudproc %s online: group %s, %d workers, stages %v\n", cfg.ID, cfg.Group, cfg.workers(), remoteStages())
+		if cfg.Ready != nil {
+			cfg.Ready()
+		}
+	case <-p.client.Done(): // serve returns at once
+	case <-ctx.Done():
+	}
+	gaveUp := p.serve(ctx)
+	return p.shutdown(gaveUp, stopWork, workersDone)
+}
+
+func newProc(cfg Config, log *slog.Logger) *proc {
+	return &proc{
 		cfg:     cfg,
 		log:     log.With("cloudproc", cfg.ID),
 		queue:   newFairQueue(cfg.Queue),
@@ -104,99 +126,102 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		perf:    map[string]map[string]float64{},
 		results: map[string]int{},
 	}
+}
+
+// connect connects with a clean session and shared subscriptions to every
+// stage that can run in the cloud; announced is closed the first time the
+// cloudproc has announced itself online.
+func (p *proc) connect(ctx context.Context, announced chan struct{}) error {
 	subs := map[string]byte{}
 	for _, stage := range remoteStages() {
-		subs[wire.StageFilter(cfg.Group, stage)] = 1
+		subs[wire.StageFilter(p.cfg.Group, stage)] = 1
 	}
-	announced := make(chan struct{})
 	var once sync.Once
 	var err error
 	p.client, err = mqttc.Connect(ctx, mqttc.Options{
-		Broker:        cfg.Broker,
-		ClientID:      "splitpoint-cloud-" + cfg.ID,
-		Username:      cfg.Username,
-		Password:      cfg.Password,
+		Broker:        p.cfg.Broker,
+		ClientID:      "splitpoint-cloud-" + p.cfg.ID,
+		Username:      p.cfg.Username,
+		Password:      p.cfg.Password,
 		Clean:         true, // a dead cloudproc's queue must not hold frames: devices resend
 		ManualAck:     true,
-		Will:          &mqttc.Will{Topic: wire.CloudStatusTopic(cfg.ID), Payload: wire.Offline, Retain: true},
+		Will:          &mqttc.Will{Topic: wire.CloudStatusTopic(p.cfg.ID), Payload: wire.Offline, Retain: true},
 		Subscriptions: subs,
 		Handler:       p.onMessage,
 		OnReady: func(c paho.Client) {
-			if err := mqttc.Publish(c, wire.CloudStatusTopic(cfg.ID), 1, true, wire.Online); err != nil {
+			if err := mqttc.Publish(c, wire.CloudStatusTopic(p.cfg.ID), 1, true, wire.Online); err != nil {
 				p.log.Warn("could not announce online", "error", err)
 				return
 			}
 			once.Do(func() { close(announced) })
 		},
-		TakeoverLimit:  cfg.takeoverLimit(),
-		TakeoverWindow: cfg.TakeoverWindow.D(),
+		TakeoverLimit:  p.cfg.takeoverLimit(),
+		TakeoverWindow: p.cfg.TakeoverWindow.D(),
 		Log:            p.log,
 	})
-	if err != nil {
-		return Stats{}, err
-	}
-	defer p.client.Close(250)
+	return err
+}
 
-	work, stopWork := context.WithCancel(context.Background())
+// startWorkers starts the workers; the channel closes when all have ended.
+func (p *proc) startWorkers(work context.Context) <-chan struct{} {
 	var wg sync.WaitGroup
-	for i := 0; i < cfg.workers(); i++ {
+	for i := 0; i < p.cfg.workers(); i++ {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.worker(work) }()
 	}
-	select {
-	case <-announced:
-		fmt.Fprintf(out, "cloudproc %s online: group %s, %d workers, stages %v\n", cfg.ID, cfg.Group, cfg.workers(), remoteStages())
-		if cfg.Ready != nil {
-			cfg.Ready()
-		}
-	case <-ctx.Done():
-	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
 
+// serve logs counters and publishes telemetry until ctx ends or the client
+// gives up (its error).
+func (p *proc) serve(ctx context.Context) error {
 	var tick <-chan time.Time
-	if cfg.StatsInterval > 0 {
-		t := time.NewTicker(cfg.StatsInterval.D())
+	if p.cfg.StatsInterval > 0 {
+		t := time.NewTicker(p.cfg.StatsInterval.D())
 		defer t.Stop()
 		tick = t.C
 	}
-	tele := time.NewTicker(cfg.TelemetryInterval.D())
+	tele := time.NewTicker(p.cfg.TelemetryInterval.D())
 	defer tele.Stop()
 	lastTele := time.Now()
-	var gaveUp error
-loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			return nil
 		case <-p.client.Done():
-			gaveUp = p.client.Err()
-			break loop
+			return p.client.Err()
 		case <-tick:
 			p.log.Info("stats", "counters", p.snapshot().String())
 		case now := <-tele.C:
 			b, _ := json.Marshal(p.telemetry(now, now.Sub(lastTele)))
 			lastTele = now
-			p.client.Publish(wire.CloudTelemetryTopic(cfg.ID), 0, false, b)
+			p.client.Publish(wire.CloudTelemetryTopic(p.cfg.ID), 0, false, b)
 		}
 	}
+}
 
-	// Stop taking work; what is unacknowledged is resent by its device.
+// shutdown stops taking work (what is unacknowledged is resent by its
+// device); unless the client gave up, it announces offline and finishes
+// the queued frames (at most 10 s) first.
+func (p *proc) shutdown(gaveUp error, stopWork context.CancelFunc, workersDone <-chan struct{}) (Stats, error) {
 	p.closing.Store(true)
+	if gaveUp == nil {
+		if err := mqttc.Publish(p.client, wire.CloudStatusTopic(p.cfg.ID), 1, true, wire.Offline); err != nil {
+			p.log.Warn("could not announce offline", "error", err)
+		}
+		drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		p.queue.waitEmpty(drain)
+		cancel()
+	}
+	stopWork()
+	<-workersDone
+	s := p.snapshot()
 	if gaveUp != nil {
-		stopWork()
-		wg.Wait()
-		s := p.snapshot()
 		p.log.Error("cloudproc stopped", "counters", s.String(), "error", gaveUp)
 		return s, gaveUp
 	}
-	if err := mqttc.Publish(p.client, wire.CloudStatusTopic(cfg.ID), 1, true, wire.Offline); err != nil {
-		p.log.Warn("could not announce offline", "error", err)
-	}
-	drain, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	p.queue.waitEmpty(drain)
-	cancel()
-	stopWork()
-	wg.Wait()
-	s := p.snapshot()
 	p.log.Info("cloudproc stopped", "counters", s.String())
 	return s, nil
 }
