@@ -1,9 +1,13 @@
 package tasks_test
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+
+	_ "github.com/splitpoint/splitpoint/pipelines"
+	"github.com/splitpoint/splitpoint/tasks"
 )
 
 // The core is application-free: tasks and wire build without OpenCV, so a
@@ -17,6 +21,27 @@ func TestCoreDoesNotDependOnOpenCV(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		if strings.HasPrefix(pkg, "gocv.io/") {
 			t.Errorf("tasks or wire depends on %s", pkg)
+		}
+	}
+}
+
+// The README's rows for the pipelines' options are the ones generated from
+// the options types (toml key, doc tag, default): documentation, defaults
+// and validation come from one description.
+func TestREADMEDocumentsEveryPipelineOption(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range tasks.Names() {
+		rows, err := tasks.OptionsMarkdown(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range strings.Split(strings.TrimSpace(rows), "\n") {
+			if !strings.Contains(string(readme), row+"\n") {
+				t.Errorf("README.md lacks the generated row\n%s", row)
+			}
 		}
 	}
 }

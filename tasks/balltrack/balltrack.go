@@ -56,13 +56,13 @@ const (
 // Options configure the pipeline ([balltrack] in the device's config).
 type Options struct {
 	// Width is the width frames are resized to (height keeps the aspect).
-	Width int `toml:"width" cbor:"1,keyasint"`
+	Width int `toml:"width" cbor:"1,keyasint" doc:"frames are resized to this width, px (16..4096); the height keeps the aspect"`
 	// Annotate draws the circle and centroid and publishes the frame.
-	Annotate bool `toml:"annotate" cbor:"2,keyasint"`
+	Annotate bool `toml:"annotate" cbor:"2,keyasint" doc:"draw the circle and centroid and publish JPEG frames on the device's annotated topic"`
 	// AnnotatedRate bounds the annotated frames per second per device.
-	AnnotatedRate float64 `toml:"annotated_rate" cbor:"3,keyasint"`
+	AnnotatedRate float64 `toml:"annotated_rate" cbor:"3,keyasint" doc:"annotated frames per second per device, at most (> 0, ≤ 100)"`
 	// AnnotatedQuality is the JPEG quality of annotated frames.
-	AnnotatedQuality int `toml:"annotated_quality" cbor:"4,keyasint"`
+	AnnotatedQuality int `toml:"annotated_quality" cbor:"4,keyasint" doc:"JPEG quality of annotated frames (1..100)"`
 }
 
 // DefaultOptions returns the documented defaults.

@@ -120,34 +120,34 @@ const (
 // once (see Calibrate) and configured, since stages learn nothing.
 type Options struct {
 	// SampleRate is the accelerometer's sampling rate in Hz (10..100000).
-	SampleRate float64 `toml:"sample_rate" cbor:"1,keyasint"`
+	SampleRate float64 `toml:"sample_rate" cbor:"1,keyasint" doc:"sampling rate, Hz (10..100000)"`
 	// Window is the number of samples per window, the N of the source's
 	// shape [N 3] (16..16384).
-	Window int `toml:"window" cbor:"2,keyasint"`
+	Window int `toml:"window" cbor:"2,keyasint" doc:"samples per window: the N of the source's shape [N 3] (16..16384)"`
 	// LowHz is the band-pass filter's high-pass corner in Hz (> 0, < HighHz):
 	// it removes gravity and slow drift.
-	LowHz float64 `toml:"low_hz" cbor:"3,keyasint"`
+	LowHz float64 `toml:"low_hz" cbor:"3,keyasint" doc:"band-pass high-pass corner, Hz (> 0, < high_hz); removes gravity and drift"`
 	// HighHz is the band-pass filter's low-pass corner in Hz (< SampleRate/2).
-	HighHz float64 `toml:"high_hz" cbor:"4,keyasint"`
+	HighHz float64 `toml:"high_hz" cbor:"4,keyasint" doc:"band-pass low-pass corner, Hz (< sample_rate/2)"`
 	// Bands are the frequency bands [low, high) in Hz whose energies are the
 	// features (1..16 bands, 0 ≤ low < high ≤ SampleRate/2, each holding at
 	// least one spectrum bin; SampleRate/Window Hz apart).
-	Bands [][2]float64 `toml:"bands" cbor:"5,keyasint"`
+	Bands [][2]float64 `toml:"bands" cbor:"5,keyasint" doc:"energy bands [low, high), Hz (1..16, within 0..sample_rate/2)"`
 	// Baseline is the healthy energy of each band per axis, [len(Bands)][x y z]
 	// in (m/s²)², each > 0: typically the mean over healthy windows
 	// (Calibrate).
-	Baseline [][3]float64 `toml:"baseline" cbor:"6,keyasint"`
+	Baseline [][3]float64 `toml:"baseline" cbor:"6,keyasint" doc:"healthy mean-square energy per band, [x y z] in (m/s²)² each > 0 (vibration.Calibrate computes it)"`
 	// Threshold: a window is anomalous when a band's energy on an axis
 	// exceeds Threshold × its baseline (> 0; 4 is +6 dB).
-	Threshold float64 `toml:"threshold" cbor:"7,keyasint"`
+	Threshold float64 `toml:"threshold" cbor:"7,keyasint" doc:"anomaly when a band's energy exceeds threshold × its baseline (> 0; 4 is +6 dB)"`
 	// KurtosisLimit, when > 0, also flags a window whose kurtosis on an axis
 	// exceeds it (impulsive vibration); 0 turns the test off. Must be 0 or
 	// > 1.
-	KurtosisLimit float64 `toml:"kurtosis_limit" cbor:"8,keyasint"`
+	KurtosisLimit float64 `toml:"kurtosis_limit" cbor:"8,keyasint" doc:"also anomalous above this kurtosis on an axis (0: off; else > 1)"`
 	// MinRange: a window in which every axis spans at most MinRange m/s²
 	// (max − min) is a sensor that is off or stuck; capture filters it
 	// (≥ 0; 0 filters only constant windows, such as all zeros).
-	MinRange float64 `toml:"min_range" cbor:"9,keyasint"`
+	MinRange float64 `toml:"min_range" cbor:"9,keyasint" doc:"a window whose every axis spans at most this, m/s², is a sensor off: filtered at capture (≥ 0)"`
 }
 
 // DefaultOptions returns the documented defaults: 2000 Hz, windows of 1024
