@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/splitpoint/splitpoint/hostinfo"
+	"github.com/splitpoint/splitpoint/internal/hostinfo"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
