@@ -154,16 +154,37 @@ func ValidateBroker(s string) error {
 // refused subscription on the first connection returns a *RefusedError.
 func Connect(ctx context.Context, o Options) (*Client, error) {
 	first := make(chan error, 1)
-	c := &Client{o: o, log: o.Log, first: first, done: make(chan struct{})}
-	if c.log == nil {
-		c.log = slog.Default()
+	c := &Client{o: o.withDefaults(), first: first, done: make(chan struct{})}
+	c.log = c.o.Log
+	c.Client = paho.NewClient(c.pahoOptions())
+	if err := c.await(ctx, c.Client.Connect(), nil); err != nil {
+		return nil, err
 	}
-	if c.o.TakeoverLimit == 0 {
-		c.o.TakeoverLimit = DefaultTakeoverLimit
+	if err := c.await(ctx, nil, first); err != nil {
+		return nil, err
 	}
-	if c.o.TakeoverWindow <= 0 {
-		c.o.TakeoverWindow = DefaultTakeoverWindow
+	return c, nil
+}
+
+// withDefaults fills the zero values of o.
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
+	if o.TakeoverLimit == 0 {
+		o.TakeoverLimit = DefaultTakeoverLimit
+	}
+	if o.TakeoverWindow <= 0 {
+		o.TakeoverWindow = DefaultTakeoverWindow
+	}
+	return o
+}
+
+// pahoOptions sets paho up: handlers off the network loop, reconnects with
+// backoff, our dialer, and OnConnect subscribing (after paho's resume of a
+// persistent session has listed its store, see resumeGate).
+func (c *Client) pahoOptions() *paho.ClientOptions {
+	o := c.o
 	po := paho.NewClientOptions().
 		AddBroker(strings.Replace(o.Broker, "mqtt://", "tcp://", 1)).
 		SetClientID(o.ClientID).
@@ -181,7 +202,8 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		SetResumeSubs(false).
 		SetProtocolVersion(4). // MQTT 3.1.1; no silent fall-back to 3.1 on a refusal
 		SetCustomOpenConnectionFn(c.dial).
-		SetConnectionNotificationHandler(c.onNotification)
+		SetConnectionNotificationHandler(c.onNotification).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { c.onLost(err) })
 	if o.Username != "" {
 		po.SetUsername(o.Username).SetPassword(o.Password)
 	}
@@ -206,34 +228,33 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		}
 		c.onConnect(pc, conn)
 	})
-	po.SetConnectionLostHandler(func(_ paho.Client, err error) { c.onLost(err) })
-	c.Client = paho.NewClient(po)
-	tok := c.Client.Connect()
-	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil {
-			c.Client.Disconnect(0)
-			return nil, fmt.Errorf("connect to %s: %w", o.Broker, err)
-		}
-	case <-c.done:
-		return nil, c.Err()
-	case <-ctx.Done():
-		c.Client.Disconnect(0)
-		return nil, ctx.Err()
+	return po
+}
+
+// await waits for the connect token or the first connection's outcome
+// (first), whichever is given, and disconnects the client on failure, on
+// its own giving up or when ctx ends.
+func (c *Client) await(ctx context.Context, tok paho.Token, first <-chan error) error {
+	var done <-chan struct{}
+	if tok != nil {
+		done = tok.Done()
 	}
+	var err error
 	select {
-	case err := <-first:
-		if err != nil {
-			c.Client.Disconnect(0)
-			return nil, err
+	case <-done:
+		if err = tok.Error(); err != nil {
+			err = fmt.Errorf("connect to %s: %w", c.o.Broker, err)
 		}
+	case err = <-first:
 	case <-c.done:
-		return nil, c.Err()
+		return c.Err()
 	case <-ctx.Done():
-		c.Client.Disconnect(0)
-		return nil, ctx.Err()
+		err = ctx.Err()
 	}
-	return c, nil
+	if err != nil {
+		c.Client.Disconnect(0)
+	}
+	return err
 }
 
 // dial opens the network connection for paho and remembers it, so that a
