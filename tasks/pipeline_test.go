@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/tasks/balltrack"
 	"github.com/splitpoint/splitpoint/tasks/cvmat"
-	"github.com/splitpoint/splitpoint/wire"
 	"gocv.io/x/gocv"
 )
 
@@ -84,54 +84,24 @@ func TestNewPipelineRejectsBadStages(t *testing.T) {
 	}
 }
 
-// roundTrip runs stages 0..k-1 locally, ships the state through the wire
-// codec and runs the rest as the cloud does, returning the result.
+// roundTrip runs one frame through the frame protocol at split k
+// (tasks.RoundTrip) and returns the pipeline's part of the result and the
+// encoded state's size.
 func roundTrip(t *testing.T, p *tasks.Pipeline, frame gocv.Mat, k int, enc tasks.Encoding) (string, int) {
 	t.Helper()
-	s := tasks.NewState("dev", 3)
-	cvmat.Set(s, tasks.FieldSource, frame)
-	filtered, err := p.Run(ctx, s, 0, k, nil)
+	done, off, err := tasks.RoundTrip(ctx, p, cvmat.Mat{Mat: frame}, k, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := k
-	if filtered != "" {
-		next = p.Len() - 1
-	}
-	s.Keep(p.Needs(next))
-	fields, err := tasks.EncodeFields(s, p.Needs(next), enc)
-	s.Close()
-	if err != nil {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(done.Result, &m); err != nil {
 		t.Fatal(err)
 	}
-	b, err := wire.Encode(&wire.Envelope{Version: wire.Version, Pipeline: p.Name(), Opts: p.Options(), Device: "dev", Run: "r1", Seq: 3, Split: k,
-		Next: p.Stage(next).Name(), FilteredAt: filtered, Fields: fields})
-	if err != nil {
-		t.Fatal(err)
+	for _, key := range []string{"device", "run", "seq", "split", "capture_ts"} {
+		delete(m, key)
 	}
-	env, err := wire.Decode(b, wire.DefaultMaxMessageBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := tasks.BuildEncoded(env.Pipeline, env.Opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := tasks.NewState("dev", 3)
-	defer r.Close()
-	if err := tasks.DecodeFields(r, env.Fields); err != nil {
-		t.Fatal(err)
-	}
-	from := q.Index(env.Next)
-	if env.FilteredAt == "" {
-		if _, err := q.Run(ctx, r, from, q.Len()-1, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := q.Run(ctx, r, q.Len()-1, q.Len(), nil); err != nil {
-		t.Fatal(err)
-	}
-	return string(r.Result()), len(b)
+	b, _ := json.Marshal(m)
+	return string(b), len(off.Payload)
 }
 
 func TestCodecRoundTripAtEveryBoundary(t *testing.T) {

@@ -164,3 +164,30 @@ func Finish(ctx context.Context, p *Pipeline, env *wire.Envelope, wrap Wrap) (Fi
 	}
 	return Finished{Result: res, Annotated: st.Annotated()}, nil
 }
+
+// RoundTrip runs one input as a device and the cloud would at split k, in
+// one process: Offload on a fresh state, the wire (encode, decode, the
+// pipeline rebuilt from the state's options), Finish. Pipeline authors test
+// their pipeline at every split with it; the frame is device "dev", run
+// "r1", seq 3, captured at the Unix epoch.
+func RoundTrip(ctx context.Context, p *Pipeline, input any, k int, enc Encoding) (Finished, Offloaded, error) {
+	st := NewState("dev", 3)
+	defer st.Close()
+	if err := st.SetInput(FieldSource, input); err != nil {
+		return Finished{}, Offloaded{}, err
+	}
+	off, err := p.Offload(ctx, st, Frame{Device: "dev", Run: "r1", Seq: 3, Captured: time.Unix(0, 0)}, k, enc, nil)
+	if err != nil {
+		return Finished{}, off, err
+	}
+	env, err := wire.Decode(off.Payload, wire.DefaultMaxMessageBytes)
+	if err != nil {
+		return Finished{}, off, err
+	}
+	q, err := BuildEncoded(env.Pipeline, env.Opts)
+	if err != nil {
+		return Finished{}, off, err
+	}
+	done, err := Finish(ctx, q, env, nil)
+	return done, off, err
+}
