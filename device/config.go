@@ -9,7 +9,6 @@ import (
 
 	"github.com/splitpoint/splitpoint/config"
 	"github.com/splitpoint/splitpoint/mqttc"
-	"github.com/splitpoint/splitpoint/source"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
 )
@@ -105,9 +104,9 @@ func DefaultConfig() Config {
 		ProbeInterval:     config.Duration(10 * time.Second),
 		ProbeBytes:        256 << 10,
 		LogLevel:          "info",
-		ReopenBackoffMax:  config.Duration(source.DefaultReopenBackoffMax),
-		ReopenGiveUp:      config.Duration(source.DefaultReopenGiveUp),
-		MaxBadFrames:      source.DefaultMaxBadFrames,
+		ReopenBackoffMax:  config.Duration(tasks.DefaultReopenBackoffMax),
+		ReopenGiveUp:      config.Duration(tasks.DefaultReopenGiveUp),
+		MaxBadFrames:      tasks.DefaultMaxBadFrames,
 		TakeoverLimit:     mqttc.DefaultTakeoverLimit,
 		TakeoverWindow:    config.Duration(mqttc.DefaultTakeoverWindow),
 		Emulate:           Emulate{Slowdown: 1},

@@ -32,6 +32,13 @@ type SourceRate interface {
 	FPS() float64
 }
 
+// Defaults of the device's source settings.
+const (
+	DefaultReopenBackoffMax = 30 * time.Second
+	DefaultReopenGiveUp     = 5 * time.Minute
+	DefaultMaxBadFrames     = 25
+)
+
 // SourceOptions are the device's settings for how a source recovers.
 type SourceOptions struct {
 	ReopenBackoffMax time.Duration // cap of a live source's reopen backoff
