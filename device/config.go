@@ -95,7 +95,7 @@ func DefaultConfig() Config {
 		MatCodec:          "auto",
 		JPEGQuality:       90,
 		ResendAfter:       config.Duration(15 * time.Second),
-		MaxResends:        8,
+		MaxResends:        20,
 		DrainTimeout:      config.Duration(30 * time.Second),
 		StatusInterval:    config.Duration(2 * time.Second),
 		TelemetryInterval: config.Duration(2 * time.Second),

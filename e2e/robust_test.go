@@ -181,7 +181,9 @@ func TestCloudprocCrashLosesNothing(t *testing.T) {
 	a := startCloud(t, broker, "doomed", "--slowdown", "200")
 	col := newCollector(t, broker)
 	cfg := filepath.Join(t.TempDir(), "pi.toml")
-	if err := os.WriteFile(cfg, []byte("resend_after = \"1s\"\n"), 0o644); err != nil {
+	// A cloudproc 200× slower holds frames in its queue for many seconds:
+	// resent every second, they must not be given up (max_resends = 0).
+	if err := os.WriteFile(cfg, []byte("resend_after = \"1s\"\nmax_resends = 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	const frames = 60
