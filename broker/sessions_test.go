@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"io"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,27 +292,9 @@ func TestExpiredSessionLeavesNothingBehind(t *testing.T) {
 	}
 }
 
-// syncLog is a goroutine-safe log buffer.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 func TestTakeoversAreCountedAndLoggedOncePerID(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last, after the broker closed
-	logs := &syncLog{}
+	logs := &testutil.Buffer{}
 	b := startTest(t, Limits{}, slog.New(slog.NewTextHandler(logs, nil)))
 	var clients []paho.Client
 	for range 3 {
@@ -324,15 +306,15 @@ func TestTakeoversAreCountedAndLoggedOncePerID(t *testing.T) {
 			c.Disconnect(50)
 		}
 	}()
-	waitUntil(t, "two takeovers", func() bool { return b.SessionStats().Takeovers == 2 && logs.count("taken over") >= 1 })
+	waitUntil(t, "two takeovers", func() bool { return b.SessionStats().Takeovers == 2 && logs.Count("taken over") >= 1 })
 	// Another id is logged on its own.
 	for range 2 {
 		c, _ := connect(t, b, "other", true, nil)
 		clients = append(clients, c)
 	}
-	waitUntil(t, "three takeovers", func() bool { return b.SessionStats().Takeovers == 3 && logs.count("taken over") >= 2 })
-	if n := logs.count("taken over"); n != 2 || logs.count("client=dup") != 1 || logs.count("client=other") != 1 {
-		t.Errorf("%d takeover lines, want one per client id:\n%s", n, logs.b.String())
+	waitUntil(t, "three takeovers", func() bool { return b.SessionStats().Takeovers == 3 && logs.Count("taken over") >= 2 })
+	if n := logs.Count("taken over"); n != 2 || logs.Count("client=dup") != 1 || logs.Count("client=other") != 1 {
+		t.Errorf("%d takeover lines, want one per client id:\n%s", n, logs.String())
 	}
 	if st := b.SessionStats(); st.Takeovers != 3 || st.OfflineSessions != 0 {
 		t.Errorf("stats %+v", st)
@@ -380,13 +362,13 @@ func TestLimitsDefaultsAndErrors(t *testing.T) {
 }
 
 func TestQuietHandlerLimitsMochisPerMessageWarnings(t *testing.T) {
-	logs := &syncLog{}
+	logs := &testutil.Buffer{}
 	log := slog.New(quietHandler{Handler: slog.NewTextHandler(logs, nil), lim: newLimiter(time.Hour)}).With("component", "broker")
 	for range 3 {
 		log.Warn("client store quota reached", "client", "c")
 		log.Warn("something else")
 	}
-	if q, o := logs.count("client store quota reached"), logs.count("something else"); q != 1 || o != 3 || logs.count("component=broker") != 4 {
-		t.Errorf("%d quota lines (want 1), %d others (want 3):\n%s", q, o, logs.b.String())
+	if q, o := logs.Count("client store quota reached"), logs.Count("something else"); q != 1 || o != 3 || logs.Count("component=broker") != 4 {
+		t.Errorf("%d quota lines (want 1), %d others (want 3):\n%s", q, o, logs.String())
 	}
 }

@@ -303,16 +303,27 @@ func (d *device) watchClient(ctx context.Context, stop context.CancelCauseFunc) 
 // window is full), so that it exits with its summary instead of hanging.
 func (d *device) watchStall(ctx context.Context, stop context.CancelCauseFunc) {
 	limit := d.cfg.DrainTimeout.D()
-	t := time.NewTicker(min(limit/4+time.Millisecond, time.Second))
+	every(ctx, min(limit/4+time.Millisecond, time.Second), func(now time.Time) bool {
+		idle := now.Sub(time.Unix(0, d.lastProgress.Load()))
+		if idle <= limit {
+			return true
+		}
+		stop(fmt.Errorf("%w: no frame captured and no result for %v (in flight %d, cloudproc online %v)",
+			errStalled, idle.Round(time.Millisecond), d.win.inFlight(), d.clouds.any()))
+		return false
+	})
+}
+
+// every runs f every period until ctx ends or f returns false.
+func every(ctx context.Context, period time.Duration, f func(now time.Time) bool) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if idle := now.Sub(time.Unix(0, d.lastProgress.Load())); idle > limit {
-				stop(fmt.Errorf("%w: no frame captured and no result for %v (in flight %d, cloudproc online %v)",
-					errStalled, idle.Round(time.Millisecond), d.win.inFlight(), d.clouds.any()))
+			if !f(now) {
 				return
 			}
 		}
@@ -558,27 +569,20 @@ func (d *device) publish(f *flight) {
 // the same result again; the device counts each frame once (extra copies
 // are counted as duplicates).
 func (d *device) resendLoop(ctx context.Context) {
-	every := d.cfg.ResendAfter.D() / 4
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if !d.clouds.any() || !d.client.IsConnectionOpen() {
-				continue
-			}
-			stale, gaveUp := d.win.stale(now.Add(-d.cfg.ResendAfter.D()), now, d.cfg.MaxResends)
-			for _, f := range gaveUp {
-				d.stats.drop(DropUnanswered)
-				d.log.Warn("no result after the most resends; frame dropped", "seq", f.seq, "topic", f.topic, "max_resends", d.cfg.MaxResends)
-			}
-			for _, f := range stale {
-				d.log.Info("result overdue; resending frame", "seq", f.seq, "topic", f.topic, "resend", f.resends)
-				d.stats.add(func(s *Summary) { s.Resent++ })
-				d.publish(f)
-			}
+	every(ctx, d.cfg.ResendAfter.D()/4, func(now time.Time) bool {
+		if !d.clouds.any() || !d.client.IsConnectionOpen() {
+			return true
 		}
-	}
+		stale, gaveUp := d.win.stale(now.Add(-d.cfg.ResendAfter.D()), now, d.cfg.MaxResends)
+		for _, f := range gaveUp {
+			d.stats.drop(DropUnanswered)
+			d.log.Warn("no result after the most resends; frame dropped", "seq", f.seq, "topic", f.topic, "max_resends", d.cfg.MaxResends)
+		}
+		for _, f := range stale {
+			d.log.Info("result overdue; resending frame", "seq", f.seq, "topic", f.topic, "resend", f.resends)
+			d.stats.add(func(s *Summary) { s.Resent++ })
+			d.publish(f)
+		}
+		return true
+	})
 }

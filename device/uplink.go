@@ -95,24 +95,17 @@ func (d *device) watchAcks(ctx context.Context) {
 // show it: every probe_interval without a large publish it sends probe_bytes
 // to offload/<device>/probe (no one subscribes; the broker acknowledges).
 func (d *device) probeLoop(ctx context.Context) {
-	every := d.cfg.ProbeInterval.D()
-	if every <= 0 {
+	period := d.cfg.ProbeInterval.D()
+	if period <= 0 {
 		return
 	}
-	t := time.NewTicker(every / 2)
-	defer t.Stop()
 	payload := make([]byte, d.cfg.ProbeBytes)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if d.up.capacityAge(now) < every || !d.client.IsConnectionOpen() {
-				continue
-			}
+	every(ctx, period/2, func(now time.Time) bool {
+		if d.up.capacityAge(now) >= period && d.client.IsConnectionOpen() {
 			d.track(d.client.Publish(d.probeTopic, 1, false, payload), len(payload))
 		}
-	}
+		return true
+	})
 }
 
 // track hands a publish token to the ack watcher.

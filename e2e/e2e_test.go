@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"math"
 	"os"
 	"os/exec"
@@ -129,7 +130,7 @@ func TestMosquittoSubReceivesResults(t *testing.T) {
 	startCloud(t, broker, "c1")
 	host, port, _ := strings.Cut(strings.TrimPrefix(broker, "tcp://"), ":")
 	const frames = 20
-	sub := &syncBuf{}
+	sub := &testutil.Buffer{}
 	// stdbuf: mosquitto_sub's stdout is a pipe here; line-buffer it so the
 	// SUBACK line shows before the process ends.
 	cmd := exec.Command("stdbuf", "-oL", "mosquitto_sub", "-d", "-h", host, "-p", port, "-t", "offload/+/result", "-v", "-C", fmt.Sprint(frames), "-q", "1")

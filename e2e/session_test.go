@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"os"
 	"os/exec"
 	"slices"
@@ -169,7 +170,7 @@ func TestStaleSubscriberIsBounded(t *testing.T) {
 	sys := watchSessions(t, url)
 	host, port, _ := strings.Cut(strings.TrimPrefix(url, "tcp://"), ":")
 
-	out := &syncBuf{}
+	out := &testutil.Buffer{}
 	cmd := exec.Command("stdbuf", "-oL", "mosquitto_sub", "-d", "-h", host, "-p", port, "-c", "-i", "monitor1", "-q", "1", "-t", "offload/#")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -3,8 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -24,7 +24,6 @@ import (
 // closed.
 type mjpegSource struct {
 	url   string
-	srv   *http.Server
 	parts [][]byte
 	hold  time.Duration
 
@@ -50,14 +49,8 @@ func newMJPEGSource(t *testing.T, frames int, hold time.Duration) *mjpegSource {
 		s.parts = append(s.parts, bytes.Clone(b.GetBytes()))
 		b.Close()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.url = "http://" + ln.Addr().String() + "/stream.mjpg"
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve)}
-	go s.srv.Serve(ln)
-	t.Cleanup(func() { s.srv.Close() })
+	addr, _ := testutil.Serve(t, http.HandlerFunc(s.serve))
+	s.url = "http://" + addr + "/stream.mjpg"
 	return s
 }
 

@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"context"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,29 +57,11 @@ func TestSessionLimitsValidated(t *testing.T) {
 	}
 }
 
-// syncBuf is a goroutine-safe buffer.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestBrokerLineHasSessionCounters(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.StatsInterval = config.Duration(20 * time.Millisecond)
-	logs, out := &syncBuf{}, &syncBuf{}
+	logs, out := &testutil.Buffer{}, &testutil.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, out, slog.New(slog.NewTextHandler(logs, nil))) }()

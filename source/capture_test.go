@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"image"
 	"image/color"
 	"io"
@@ -30,29 +31,10 @@ import (
 // server and real AVI files.
 
 // logBuf collects a source's log.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuf struct{ testutil.Buffer }
 
 // count counts the records with message msg.
-func (l *logBuf) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), fmt.Sprintf("msg=%q", msg))
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func (l *logBuf) count(msg string) int { return l.Count(fmt.Sprintf("msg=%q", msg)) }
 
 func testLog() (*slog.Logger, *logBuf) {
 	b := &logBuf{}
@@ -117,7 +99,7 @@ type connPlan struct {
 // is closed, the connection closes or after 60 s.
 type mjpegServer struct {
 	url     string
-	srv     *http.Server
+	stop    func()
 	plan    func(n int) connPlan
 	parts   [][]byte
 	release chan struct{}
@@ -141,20 +123,16 @@ func newMJPEGServer(t *testing.T, plan func(n int) connPlan) *mjpegServer {
 		s.parts = append(s.parts, bytes.Clone(b.GetBytes()))
 		b.Close()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.url = "http://" + ln.Addr().String() + "/stream.mjpg"
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve)}
-	go s.srv.Serve(ln)
+	var addr string
+	addr, s.stop = testutil.Serve(t, http.HandlerFunc(s.serve))
+	s.url = "http://" + addr + "/stream.mjpg"
 	t.Cleanup(s.shutdown)
 	return s
 }
 
 // shutdown closes the listener and every connection.
 func (s *mjpegServer) shutdown() {
-	s.srv.Close()
+	s.stop()
 	s.unblock()
 }
 

@@ -2,7 +2,9 @@ package source
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/splitpoint/splitpoint/internal/pace"
 	"image"
 	"image/color"
 	"io"
@@ -11,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"gocv.io/x/gocv"
 )
@@ -106,10 +107,10 @@ func (o SyntheticOptions) TruthAt(n int) Truth {
 
 // Synthetic draws a moving green ball over a textured background.
 type Synthetic struct {
-	o    SyntheticOptions
-	bg   gocv.Mat
-	n    int
-	next time.Time
+	o     SyntheticOptions
+	bg    gocv.Mat
+	n     int
+	pacer pace.Pacer
 }
 
 // NewSynthetic builds the background for the options.
@@ -134,7 +135,7 @@ func NewSynthetic(o SyntheticOptions) *Synthetic {
 		p2 := image.Pt(rng.IntN(o.Width), rng.IntN(o.Height))
 		gocv.Line(&bg, p1, p2, c, 3)
 	}
-	return &Synthetic{o: o, bg: bg}
+	return &Synthetic{o: o, bg: bg, pacer: pace.Pacer{FPS: o.FPS}}
 }
 
 // FPS is the rate the source is paced to (0: unpaced).
@@ -148,25 +149,7 @@ func (s *Synthetic) Read(ctx context.Context) (gocv.Mat, error) {
 	if s.o.Frames > 0 && s.n >= s.o.Frames {
 		return gocv.Mat{}, io.EOF
 	}
-	if s.o.FPS > 0 {
-		now := time.Now()
-		if s.next.IsZero() {
-			s.next = now
-		}
-		if d := s.next.Sub(now); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return gocv.Mat{}, ctx.Err()
-			case <-t.C:
-			}
-		} else if d < -time.Second { // fell far behind: do not burst to catch up
-			s.next = now
-		}
-		s.next = s.next.Add(time.Duration(float64(time.Second) / s.o.FPS))
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.pacer.Wait(ctx); err != nil {
 		return gocv.Mat{}, err
 	}
 	f := s.bg.Clone()

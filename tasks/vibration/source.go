@@ -10,8 +10,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/splitpoint/splitpoint/internal/pace"
 	"github.com/splitpoint/splitpoint/tasks"
 )
 
@@ -107,17 +107,16 @@ func openSource(ctx context.Context, uri string, o tasks.Options, _ tasks.Source
 	if err != nil {
 		return nil, err
 	}
-	s := &synthSource{g: g, fps: fps, windows: windows}
+	s := &synthSource{g: g, pacer: pace.Pacer{FPS: fps}, windows: windows}
 	return s, nil
 }
 
 // synthSource paces the generator's windows.
 type synthSource struct {
 	g       Synthetic
-	fps     float64
+	pacer   pace.Pacer
 	windows int
 	n       int
-	next    time.Time
 }
 
 // Read returns window n (float32 [window 3]), paced at fps.
@@ -128,21 +127,8 @@ func (s *synthSource) Read(ctx context.Context) (any, error) {
 	if s.windows > 0 && s.n >= s.windows {
 		return nil, io.EOF
 	}
-	if s.fps > 0 {
-		now := time.Now()
-		if s.next.IsZero() {
-			s.next = now
-		}
-		if wait := s.next.Sub(now); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
-			}
-		}
-		s.next = s.next.Add(time.Duration(float64(time.Second) / s.fps))
+	if err := s.pacer.Wait(ctx); err != nil {
+		return nil, err
 	}
 	a, err := s.g.WindowAt(s.n)
 	if err != nil {
@@ -156,7 +142,7 @@ func (s *synthSource) Read(ctx context.Context) (any, error) {
 func (s *synthSource) Close() error { return nil }
 
 // FPS implements tasks.SourceRate.
-func (s *synthSource) FPS() float64 { return s.fps }
+func (s *synthSource) FPS() float64 { return s.pacer.FPS }
 
 // csvSource reads windows from CSV rows.
 type csvSource struct {
