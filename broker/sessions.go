@@ -5,6 +5,7 @@ import (
 	"container/list"
 	"encoding/json"
 	"errors"
+	"github.com/splitpoint/splitpoint/wire"
 	"log/slog"
 	"slices"
 	"sync"
@@ -51,7 +52,7 @@ func QueuedSize(topic string, payload int) int64 {
 
 // SysSessionsTopic is where the broker publishes its SessionStats, as
 // retained JSON, every second in which they changed.
-const SysSessionsTopic = "$SYS/broker/splitpoint/sessions"
+const SysSessionsTopic = wire.SysSessionsTopic
 
 // largestSessions is how many offline sessions SessionStats details.
 const largestSessions = 10

@@ -159,3 +159,7 @@ func HADiscoveryTopic(prefix, device string) string {
 // HAStatusTopic is Home Assistant's birth and last-will topic,
 // <prefix>/status ("online" when Home Assistant starts).
 func HAStatusTopic(prefix string) string { return prefix + "/status" }
+
+// SysSessionsTopic is where the gateway's broker publishes its offline
+// session counters (retained JSON).
+const SysSessionsTopic = "$SYS/broker/splitpoint/sessions"
