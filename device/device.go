@@ -180,6 +180,7 @@ func (d *device) waitStart(ctx context.Context) error {
 		case <-d.decided:
 		case <-time.After(decisionWait):
 		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "stages", d.pipe.StageNames())

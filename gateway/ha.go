@@ -3,6 +3,8 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
+	"sync"
 
 	"github.com/splitpoint/splitpoint/config"
 	"github.com/splitpoint/splitpoint/tasks"
@@ -72,7 +74,11 @@ func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
 			"options": []string{wire.ModeAuto, wire.ModeManual}, "icon": "mdi:auto-mode",
 		},
 	}
-	if spec, ok := tasks.Lookup(st.Pipeline); ok {
+	spec, ok := tasks.Lookup(st.Pipeline)
+	if !ok {
+		logUnknownPipeline(st.Pipeline)
+	}
+	if ok {
 		if spec.HomeAssistant.Frames {
 			comps["camera"] = map[string]any{
 				"platform": "camera", "name": "Annotated frame", "unique_id": uid("camera"), "topic": wire.AnnotatedTopic(id),
@@ -104,6 +110,28 @@ func discovery(id string, st wire.DeviceState, withTemperature bool) Discovery {
 		}},
 		Components: comps,
 		QoS:        1,
+	}
+}
+
+// unknownPipelines remembers the unknown pipeline names already logged
+// (at most 64 names are remembered; later ones are logged each time).
+var (
+	unknownMu        sync.Mutex
+	unknownPipelines = map[string]bool{}
+)
+
+// logUnknownPipeline logs, once per name, a device whose pipeline this
+// gateway does not know: it is announced without the pipeline's
+// components.
+func logUnknownPipeline(name string) {
+	unknownMu.Lock()
+	seen := unknownPipelines[name]
+	if !seen && len(unknownPipelines) < 64 {
+		unknownPipelines[name] = true
+	}
+	unknownMu.Unlock()
+	if !seen {
+		slog.Warn("device runs a pipeline this gateway does not know; announced without its camera or sensors", "pipeline", name, "known", tasks.Names())
 	}
 }
 

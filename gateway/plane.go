@@ -266,7 +266,11 @@ func (p *plane) onState(id string, ev event) {
 		return
 	}
 	restarted := d.hasState && st.Run != d.state.Run
+	changed := d.hasState && (st.Pipeline != d.state.Pipeline || st.Stages != d.state.Stages)
 	d.state, d.stages, d.online, d.hasState = st, st.Stages, true, true
+	if changed {
+		p.announce(d) // another pipeline: other components
+	}
 	if d.decided && !(restarted && d.split >= st.Stages) {
 		return
 	}

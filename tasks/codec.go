@@ -152,7 +152,7 @@ func encodeValue(v any, enc Encoding, top bool) (wire.Field, error) {
 		}
 		l := make([]wire.Field, len(v))
 		for i, e := range v {
-			f, err := encodeValue(e, enc, false)
+			f, err := encodeValue(e, Encoding{Codec: wire.CodecRaw}, false) // lists carry raw arrays
 			if err != nil {
 				return wire.Field{}, fmt.Errorf("list value %d: %w", i, err)
 			}
@@ -204,11 +204,7 @@ func decodeValue(f wire.Field) (any, error) {
 		for i, e := range f.List {
 			v, err := decodeValue(e)
 			if err != nil {
-				for _, d := range l[:i] {
-					if n, ok := d.(Native); ok {
-						_ = n.Close()
-					}
-				}
+				closeValue(l[:i])
 				return nil, fmt.Errorf("list value %d: %w", i, err)
 			}
 			l[i] = v

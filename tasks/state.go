@@ -31,8 +31,24 @@ func NewState(device string, seq uint64) *State {
 }
 
 func (s *State) set(name string, v any) {
+	if old, ok := s.vals[name].(Native); ok && sameNative(old, v) {
+		return // storing again what is stored: nothing to close
+	}
 	s.Delete(name)
 	s.vals[name] = v
+}
+
+// sameNative reports whether v is the native value old (a pipeline's
+// native type may say so with a Same method; otherwise they differ).
+func sameNative(old Native, v any) bool {
+	n, ok := v.(Native)
+	if !ok {
+		return false
+	}
+	if s, ok := old.(interface{ Same(Native) bool }); ok {
+		return s.Same(n)
+	}
+	return false
 }
 
 // SetNum stores a number under name.
@@ -94,7 +110,8 @@ func (s *State) Native(name string) (Native, bool) {
 	return v, ok
 }
 
-// SetList stores a list of numbers (float64), strings and Arrays.
+// SetList stores a list of numbers (float64), strings, Arrays and native
+// values (closed with the list). Arrays in a list cross the wire raw.
 func (s *State) SetList(name string, l []any) { s.set(name, l) }
 
 // List returns the list stored under name.
@@ -119,12 +136,25 @@ func (s *State) Names() []string {
 	return out
 }
 
-// Delete removes the value stored under name, closing a native one.
+// Delete removes the value stored under name, closing a native one (also
+// one inside a list).
 func (s *State) Delete(name string) {
-	if n, ok := s.vals[name].(Native); ok {
-		_ = n.Close()
-	}
+	closeValue(s.vals[name])
 	delete(s.vals, name)
+}
+
+// closeValue closes a native value, or the native values of a list.
+func closeValue(v any) {
+	switch v := v.(type) {
+	case Native:
+		_ = v.Close()
+	case []any:
+		for _, e := range v {
+			if n, ok := e.(Native); ok {
+				_ = n.Close()
+			}
+		}
+	}
 }
 
 // Keep removes every value whose name is not in keep.

@@ -35,6 +35,6 @@ func (p *Pacer) Wait(ctx context.Context) error {
 	} else if d < -time.Second { // fell far behind: do not burst to catch up
 		p.next = now
 	}
-	p.next = p.next.Add(time.Duration(float64(time.Second) / p.FPS))
+	p.next = p.next.Add(time.Duration(float64(time.Second) / max(p.FPS, 1e-3))) // at most 1000 s apart
 	return nil
 }

@@ -29,6 +29,13 @@ func (m Mat) Array() (tasks.Array, error) { return ToArray(m.Mat) }
 // Close implements tasks.Native.
 func (m Mat) Close() error { return m.Mat.Close() }
 
+// Same reports whether n is this very matrix, so that storing a matrix
+// obtained with Get again (after changing it in place) does not close it.
+func (m Mat) Same(n tasks.Native) bool {
+	o, ok := n.(Mat)
+	return ok && o.Mat.Ptr() == m.Mat.Ptr()
+}
+
 var depthTypes = map[gocv.MatType]tasks.DType{
 	gocv.MatTypeCV8U: tasks.Uint8, gocv.MatTypeCV8S: tasks.Int8, gocv.MatTypeCV16U: tasks.Uint16,
 	gocv.MatTypeCV16S: tasks.Int16, gocv.MatTypeCV32S: tasks.Int32, gocv.MatTypeCV32F: tasks.Float32,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/splitpoint/splitpoint/internal/pace"
 	"github.com/splitpoint/splitpoint/tasks"
@@ -101,7 +102,7 @@ func openSource(ctx context.Context, uri string, o tasks.Options, _ tasks.Source
 			r.Close()
 			return nil, err
 		}
-		return &csvSource{r: cr, c: r}, nil
+		return newCSVSource(cr, r), nil
 	}
 	g, fps, windows, err := parseSynthetic(uri, opts)
 	if err != nil {
@@ -144,20 +145,62 @@ func (s *synthSource) Close() error { return nil }
 // FPS implements tasks.SourceRate.
 func (s *synthSource) FPS() float64 { return s.pacer.FPS }
 
-// csvSource reads windows from CSV rows.
+// csvSource reads windows from CSV rows on its own goroutine, so that Read
+// returns as soon as ctx ends even while a pipe or a terminal (csv:-) has
+// nothing to say. CSV windows are not paced: a file is read as fast as the
+// device takes it.
 type csvSource struct {
-	r *CSVReader
-	c io.Closer
+	c       io.Closer
+	windows chan csvWindow // the reader's next window (at most one ahead)
+	stop    chan struct{}
+	once    sync.Once
+	err     error // sticky: the reader's last error (io.EOF at the end)
 }
 
-// Read returns the next complete window, io.EOF at the end. A read from
-// stdin blocks until a row arrives; ctx ends it only between windows.
+type csvWindow struct {
+	a   tasks.Array
+	err error
+}
+
+func newCSVSource(r *CSVReader, c io.Closer) *csvSource {
+	s := &csvSource{c: c, windows: make(chan csvWindow), stop: make(chan struct{})}
+	go func() {
+		for {
+			a, err := r.Next()
+			select {
+			case s.windows <- csvWindow{a, err}:
+			case <-s.stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// Read returns the next complete window, io.EOF at the end, or ctx's error
+// as soon as ctx ends.
 func (s *csvSource) Read(ctx context.Context) (any, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if s.err != nil {
+		return nil, s.err
 	}
-	return s.r.Next()
+	select {
+	case w := <-s.windows:
+		if w.err != nil {
+			s.err = w.err
+			return nil, w.err
+		}
+		return w.a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
-// Close implements tasks.Source.
-func (s *csvSource) Close() error { return s.c.Close() }
+// Close stops the reader and closes the input; it returns at once (a read
+// blocked on a terminal ends with the process).
+func (s *csvSource) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	return s.c.Close()
+}

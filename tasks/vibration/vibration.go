@@ -246,10 +246,10 @@ func init() {
 		CheckSource: checkSource,
 		OpenSource:  openSource,
 		HomeAssistant: tasks.HomeAssistant{Sensors: []tasks.HASensor{
-			{Key: "anomaly_score", Name: "Anomaly score", Template: "{{ value_json.score | default(0) }}", Icon: "mdi:alert-decagram"},
-			{Key: "rms_x", Name: "Vibration RMS x", Template: "{{ value_json.rms[0] | default(0) }}", Unit: "m/s²", Icon: "mdi:vibrate"},
-			{Key: "rms_y", Name: "Vibration RMS y", Template: "{{ value_json.rms[1] | default(0) }}", Unit: "m/s²", Icon: "mdi:vibrate"},
-			{Key: "rms_z", Name: "Vibration RMS z", Template: "{{ value_json.rms[2] | default(0) }}", Unit: "m/s²", Icon: "mdi:vibrate"},
+			{Key: "anomaly_score", Name: "Anomaly score", Template: "{{ value_json.score if value_json.score is defined else none }}", Icon: "mdi:alert-decagram"},
+			{Key: "rms_x", Name: "Vibration RMS x", Template: "{{ value_json.rms[0] if value_json.rms is defined else none }}", Unit: "m/s²", Icon: "mdi:vibrate"},
+			{Key: "rms_y", Name: "Vibration RMS y", Template: "{{ value_json.rms[1] if value_json.rms is defined else none }}", Unit: "m/s²", Icon: "mdi:vibrate"},
+			{Key: "rms_z", Name: "Vibration RMS z", Template: "{{ value_json.rms[2] if value_json.rms is defined else none }}", Unit: "m/s²", Icon: "mdi:vibrate"},
 		}},
 	})
 }
