@@ -155,7 +155,7 @@ func (p *proc) connect(ctx context.Context, announced chan struct{}) error {
 			}
 			once.Do(func() { close(announced) })
 		},
-		TakeoverLimit:  p.cfg.takeoverLimit(),
+		TakeoverLimit:  mqttc.TakeoverLimitOf(p.cfg.TakeoverLimit),
 		TakeoverWindow: p.cfg.TakeoverWindow.D(),
 		Log:            p.log,
 	})

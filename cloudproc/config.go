@@ -71,14 +71,6 @@ func DefaultConfig() Config {
 	return c
 }
 
-// takeoverLimit is the limit in mqttc's terms (negative: never).
-func (c *Config) takeoverLimit() int {
-	if c.TakeoverLimit == 0 {
-		return -1
-	}
-	return c.TakeoverLimit
-}
-
 func (c *Config) workers() int {
 	if c.Workers > 0 {
 		return c.Workers
@@ -94,6 +86,9 @@ func (c *Config) Validate() error {
 	if err := mqttc.ValidateBroker(c.Broker); err != nil {
 		return config.Errorf("broker", "%v", err)
 	}
+	if key, err := mqttc.CheckTakeover(c.TakeoverLimit, c.TakeoverWindow.D()); err != nil {
+		return config.Errorf(key, "%v", err)
+	}
 	if err := wire.ValidateName(c.Group); err != nil {
 		return config.Errorf("group", "%v", err)
 	}
@@ -106,10 +101,6 @@ func (c *Config) Validate() error {
 		return config.Errorf("remember", "must be 16..16777216 (got %d)", c.Remember)
 	case c.RememberBytes < 1<<16 || c.RememberBytes > 1<<32:
 		return config.Errorf("remember_bytes", "must be 65536..4294967296 (got %d)", c.RememberBytes)
-	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
-		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
-	case c.TakeoverWindow.D() < 30*time.Second:
-		return config.Errorf("takeover_window", "must be at least 30s, so that takeover_limit closes fit in it at paho's 5 s reconnect backoff (got %v)", c.TakeoverWindow.D())
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case c.TelemetryInterval.D() < 100*time.Millisecond:

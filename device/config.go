@@ -121,6 +121,9 @@ func (c *Config) Validate() error {
 	if err := mqttc.ValidateBroker(c.Broker); err != nil {
 		return config.Errorf("broker", "%v", err)
 	}
+	if key, err := mqttc.CheckTakeover(c.TakeoverLimit, c.TakeoverWindow.D()); err != nil {
+		return config.Errorf(key, "%v", err)
+	}
 	spec, ok := tasks.Lookup(c.Pipeline)
 	if !ok {
 		return config.Errorf("pipeline", "unknown pipeline %q (registered: %v)", c.Pipeline, tasks.Names())
@@ -180,10 +183,6 @@ func (c *Config) Validate() error {
 		return config.Errorf("reopen_give_up", "must not be negative (0: never give up)")
 	case c.MaxBadFrames < 1 || c.MaxBadFrames > 100000:
 		return config.Errorf("max_bad_frames", "must be 1..100000 (got %d)", c.MaxBadFrames)
-	case c.TakeoverLimit < 0 || c.TakeoverLimit == 1 || c.TakeoverLimit > 1000:
-		return config.Errorf("takeover_limit", "must be 2..1000, or 0 to never give up (got %d)", c.TakeoverLimit)
-	case c.TakeoverWindow.D() < 30*time.Second:
-		return config.Errorf("takeover_window", "must be at least 30s, so that takeover_limit closes fit in it at paho's 5 s reconnect backoff (got %v)", c.TakeoverWindow.D())
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
 		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
 	}
@@ -221,14 +220,6 @@ func (c *Config) SourceOptions() tasks.SourceOptions {
 		giveUp = -1 // never
 	}
 	return tasks.SourceOptions{ReopenBackoffMax: c.ReopenBackoffMax.D(), ReopenGiveUp: giveUp, MaxBadFrames: c.MaxBadFrames}
-}
-
-// takeoverLimit is the limit in mqttc's terms (negative: never).
-func (c *Config) takeoverLimit() int {
-	if c.TakeoverLimit == 0 {
-		return -1
-	}
-	return c.TakeoverLimit
 }
 
 // String summarises the config for the start-up log line.

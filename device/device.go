@@ -156,7 +156,7 @@ func (d *device) connect(ctx context.Context) error {
 		// holds (block) or drops (no_cloud), and nothing is resent, so
 		// nothing piles up in paho's in-memory store.
 		OnLost:         func(error) { d.clouds.clear() },
-		TakeoverLimit:  cfg.takeoverLimit(),
+		TakeoverLimit:  mqttc.TakeoverLimitOf(cfg.TakeoverLimit),
 		TakeoverWindow: cfg.TakeoverWindow.D(),
 		Log:            d.log,
 	})

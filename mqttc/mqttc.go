@@ -54,6 +54,28 @@ const (
 	DefaultTakeoverWindow = 60 * time.Second
 )
 
+// CheckTakeover validates the takeover_limit and takeover_window settings
+// of a config (the same for every binary): it returns the offending key
+// and what is allowed, or "" and nil.
+func CheckTakeover(limit int, window time.Duration) (key string, err error) {
+	switch {
+	case limit < 0 || limit == 1 || limit > 1000:
+		return "takeover_limit", fmt.Errorf("must be 2..1000, or 0 to never give up (got %d)", limit)
+	case window < 30*time.Second:
+		return "takeover_window", fmt.Errorf("must be at least 30s, so that takeover_limit closes fit in it at paho's 5 s reconnect backoff (got %v)", window)
+	}
+	return "", nil
+}
+
+// TakeoverLimitOf turns a config's takeover_limit (0: never give up) into
+// Options.TakeoverLimit (negative: never).
+func TakeoverLimitOf(configured int) int {
+	if configured == 0 {
+		return -1
+	}
+	return configured
+}
+
 // Will is a last-will message.
 type Will struct {
 	Topic   string

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"github.com/splitpoint/splitpoint/tasks"
 	"log/slog"
 	"time"
 )
@@ -22,9 +23,9 @@ type Stats struct {
 // Defaults of Options' zero values, and the first delay of the reopen
 // backoff (it doubles after each failed attempt, up to ReopenBackoffMax).
 const (
-	DefaultReopenBackoffMax = 30 * time.Second
-	DefaultReopenGiveUp     = 5 * time.Minute
-	DefaultMaxBadFrames     = 25
+	DefaultReopenBackoffMax = tasks.DefaultReopenBackoffMax
+	DefaultReopenGiveUp     = tasks.DefaultReopenGiveUp
+	DefaultMaxBadFrames     = tasks.DefaultMaxBadFrames
 	ReopenBackoffInitial    = 250 * time.Millisecond
 )
 
