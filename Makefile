@@ -5,7 +5,10 @@
 GO          ?= go
 STATICCHECK_VERSION := v0.8.2
 TOOLS       := $(CURDIR)/.tools/bin
-DEBS        := pkg-config libopencv-dev mosquitto-clients
+DEBS        := pkg-config libopencv-dev
+# The tests' real tools: mosquitto_passwd (mosquitto), mosquitto_sub/_pub,
+# htpasswd (apache2-utils), openssl (scripts/gen-certs.sh).
+TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -13,10 +16,10 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# Install the Debian packages that are missing (OpenCV 4.6 headers for gocv,
-# mosquitto_sub/_pub for the end-to-end tests).
+# Install the Debian packages that are missing (OpenCV 4.6 headers for gocv;
+# for the tests also TEST_DEBS).
 deps:
-	@missing=""; for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS) $(EXTRA_DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
@@ -39,6 +42,7 @@ staticcheck: deps tools
 
 # Unit, codec, fuzz-corpus and end-to-end tests, with the race detector and
 # gocv's Mat leak profile.
+test: EXTRA_DEBS = $(TEST_DEBS)
 test: deps tools vet staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -tags matprofile -count=1 -timeout 30m ./...

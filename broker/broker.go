@@ -26,6 +26,8 @@
 package broker
 
 import (
+	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +36,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/system"
 )
 
@@ -43,19 +44,43 @@ import (
 // plus this.
 const Overhead = 64 << 10
 
+// Defaults of the pre-authentication guard (see Guard).
+const (
+	// DefaultMaxConnectBytes bounds a CONNECT packet: client id, user
+	// name, password and will fit in a few hundred bytes.
+	DefaultMaxConnectBytes = 4 << 10
+	// DefaultConnectTimeout: a connection that has not sent its CONNECT
+	// (and finished the TLS handshake) by then is closed.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultMaxConnections bounds the open connections per listener.
+	DefaultMaxConnections = 1024
+	// DefaultMaxConnectionsPerAddress bounds them per IP address.
+	DefaultMaxConnectionsPerAddress = 256
+)
+
 // Config configures the embedded broker.
 type Config struct {
-	// Listen is the TCP address, host:port; port 0 picks a free port.
+	// Listen is the plain TCP address, host:port; port 0 picks a free
+	// port.
 	Listen string
-	// AllowAnonymous lets clients connect without credentials. Required
-	// explicitly to listen on a non-loopback address.
-	AllowAnonymous bool
+	// TLS, if set, adds a TLS listener.
+	TLS *TLSListener
+	// Auth, if set, makes every client log in and enforces the ACL. Nil
+	// means anonymous access for everyone: only on loopback listeners,
+	// unless AllowAnonymous and Insecure.
+	Auth *Auth
+	// AllowAnonymous and Insecure together allow anonymous access on a
+	// non-loopback listener. Insecure alone (with Auth) allows passwords
+	// on a plain non-loopback listener.
+	AllowAnonymous, Insecure bool
+	// MaxConnectBytes, ConnectTimeout, MaxConnections and MaxPerAddress
+	// configure each listener's Guard; 0 takes the Default* values.
+	MaxConnectBytes int
+	ConnectTimeout  time.Duration
+	MaxConnections  int
+	MaxPerAddress   int
 	// MaxMessageBytes bounds a message's payload.
 	MaxMessageBytes int
-	// Policy decides who may connect and what they may read and write.
-	// Nil means anonymous access for everyone, which AllowAnonymous must
-	// allow.
-	Policy Policy
 	// Sessions bounds what the broker keeps for clients that went away;
 	// zero fields take the defaults.
 	Sessions Limits
@@ -69,10 +94,14 @@ type Config struct {
 // Broker is a running embedded broker.
 type Broker struct {
 	srv      *mqtt.Server
-	tcp      *listeners.TCP
+	guards   []*Guard
 	addr     string
+	tlsAddr  string
+	access   *access // nil: anonymous
+	certs    *certStore
 	sessions *sessionHook
 	retained *retainHook
+	security *securityHook
 }
 
 // IsLoopback reports whether a listen address binds only loopback.
@@ -99,16 +128,24 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	loop, err := IsLoopback(cfg.Listen)
-	if err != nil {
+	if err := cfg.checkListeners(); err != nil {
 		return nil, err
 	}
-	policy := cfg.Policy
-	if policy == nil {
-		if !loop && !cfg.AllowAnonymous {
-			return nil, fmt.Errorf("refusing to listen on non-loopback address %s with anonymous access: set allow_anonymous = true to allow it", cfg.Listen)
+	var acc *access
+	if cfg.Auth != nil {
+		var err error
+		if acc, err = newAccess(*cfg.Auth, log.With("component", "broker")); err != nil {
+			return nil, err
 		}
-		policy = AllowAll{}
+	}
+	var certs *certStore
+	var tlsConfig *tls.Config
+	if cfg.TLS != nil {
+		certs = &certStore{files: *cfg.TLS}
+		var err error
+		if tlsConfig, err = certs.tlsConfig(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.MaxMessageBytes <= 0 {
 		return nil, errors.New("max message bytes must be positive")
@@ -136,7 +173,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 		InlineClient: true,
 		Logger:       mochiLog,
 	})
-	if err := srv.AddHook(&accessHook{policy: policy}, nil); err != nil {
+	if err := srv.AddHook(&accessHook{a: acc}, nil); err != nil {
 		return nil, err
 	}
 	if err := srv.AddHook(newConnectLock(log.With("component", "broker")), nil); err != nil {
@@ -150,15 +187,131 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(sessions, nil); err != nil {
 		return nil, err
 	}
-	tcp := listeners.NewTCP(listeners.Config{Type: "tcp", ID: "tcp", Address: cfg.Listen})
-	if err := srv.AddListener(tcp); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	b := &Broker{srv: srv, access: acc, certs: certs, sessions: sessions, retained: retained}
+	b.security = &securityHook{b: b}
+	if err := srv.AddHook(b.security, nil); err != nil {
+		return nil, err
+	}
+	guard := func(id, addr string, tc *tls.Config) (*Guard, error) {
+		g := NewGuard(GuardConfig{ID: id, Address: addr, TLS: tc,
+			MaxConnectBytes: cmp.Or(cfg.MaxConnectBytes, DefaultMaxConnectBytes),
+			ConnectTimeout:  cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout),
+			MaxConnections:  cmp.Or(cfg.MaxConnections, DefaultMaxConnections),
+			MaxPerAddress:   cmp.Or(cfg.MaxPerAddress, DefaultMaxConnectionsPerAddress),
+		}, log.With("component", "broker", "listener", id))
+		if err := srv.AddListener(g); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		b.guards = append(b.guards, g)
+		return g, nil
+	}
+	g, err := guard("tcp", cfg.Listen, nil)
+	if err != nil {
+		_ = srv.Close()
+		return nil, err
+	}
+	b.addr = g.Address()
+	if cfg.TLS != nil {
+		g, err := guard("tls", cfg.TLS.Listen, tlsConfig)
+		if err != nil {
+			_ = srv.Close()
+			return nil, err
+		}
+		b.tlsAddr = g.Address()
 	}
 	if err := srv.Serve(); err != nil {
 		_ = srv.Close()
 		return nil, err
 	}
-	return &Broker{srv: srv, tcp: tcp, addr: tcp.Address(), sessions: sessions, retained: retained}, nil
+	return b, nil
+}
+
+// checkListeners enforces the access rules of the listeners: anonymous
+// access only on loopback (or AllowAnonymous and Insecure), passwords only
+// on TLS or loopback (or Insecure), and authentication possible at all.
+func (cfg *Config) checkListeners() error {
+	addrs := []string{cfg.Listen}
+	if cfg.TLS != nil {
+		addrs = append(addrs, cfg.TLS.Listen)
+	}
+	for i, a := range addrs {
+		loop, err := IsLoopback(a)
+		if err != nil {
+			return err
+		}
+		switch {
+		case loop:
+		case cfg.Auth == nil && !(cfg.AllowAnonymous && cfg.Insecure):
+			return fmt.Errorf("refusing anonymous access on non-loopback address %s: configure users, or set both allow_anonymous and insecure", a)
+		case cfg.Auth != nil && i == 0 && !cfg.Insecure:
+			return fmt.Errorf("refusing passwords in clear text on non-loopback address %s: use the TLS listener, or set insecure", a)
+		}
+	}
+	if cfg.Auth != nil {
+		if cfg.AllowAnonymous {
+			return errors.New("anonymous access cannot be combined with authentication")
+		}
+		if cfg.Auth.PasswordFile == "" && (cfg.TLS == nil || cfg.TLS.ClientCAFile == "") {
+			return errors.New("authentication needs a password file or a client CA file: no client could log in")
+		}
+	}
+	return nil
+}
+
+// TLSAddr is the TLS listener's address ("" : none).
+func (b *Broker) TLSAddr() string { return b.tlsAddr }
+
+// Reload re-reads the password file and the TLS certificate (on SIGHUP).
+// On an error the old ones stay in force. Connected clients whose user is
+// no longer in the password file are disconnected.
+func (b *Broker) Reload() error {
+	var errs []error
+	if b.certs != nil {
+		if err := b.certs.load(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if b.access != nil && b.access.cfg.PasswordFile != "" {
+		if err := b.access.reload(); err != nil {
+			errs = append(errs, err)
+		} else {
+			b.dropRemovedUsers()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dropRemovedUsers disconnects clients that logged in with a password
+// whose user the reloaded password file no longer has.
+func (b *Broker) dropRemovedUsers() {
+	f := b.access.file.Load()
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		gc, _ := cl.Net.Conn.(GuardedConn)
+		if _, byCert := verifiedCN(gc); byCert || f.Has(string(cl.Properties.Username)) {
+			continue
+		}
+		b.access.log.Warn("user removed from the password file: disconnecting", "client", cl.ID, "identity", string(cl.Properties.Username))
+		cl.Stop(errUserRemoved)
+	}
+}
+
+var errUserRemoved = errors.New("user removed from the password file")
+
+// SecurityStats returns the authentication counters and each listener's
+// pre-authentication guard counters.
+func (b *Broker) SecurityStats() SecurityStats {
+	st := SecurityStats{}
+	if b.access != nil {
+		st = b.access.stats()
+	}
+	st.Listeners = make(map[string]GuardStats, len(b.guards))
+	for _, g := range b.guards {
+		st.Listeners[g.ID()] = g.Stats()
+	}
+	return st
 }
 
 // Addr is the address the listener is bound to (with the real port).

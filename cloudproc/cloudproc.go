@@ -137,12 +137,19 @@ func (p *proc) connect(ctx context.Context, announced chan struct{}) error {
 		subs[wire.StageFilter(p.cfg.Group, stage)] = 1
 	}
 	var once sync.Once
-	var err error
+	password, tlsConfig, warnings, err := p.cfg.Credentials.Load(p.cfg.Broker)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		p.log.Warn(w)
+	}
 	p.client, err = mqttc.Connect(ctx, mqttc.Options{
 		Broker:        p.cfg.Broker,
-		ClientID:      "splitpoint-cloud-" + p.cfg.ID,
+		ClientID:      wire.CloudClientID(p.cfg.ID),
 		Username:      p.cfg.Username,
-		Password:      p.cfg.Password,
+		Password:      password,
+		TLS:           tlsConfig,
 		Clean:         true, // a dead cloudproc's queue must not hold frames: devices resend
 		ManualAck:     true,
 		Will:          &mqttc.Will{Topic: wire.CloudStatusTopic(p.cfg.ID), Payload: wire.Offline, Retain: true},

@@ -14,9 +14,12 @@ import (
 
 // Config is cloudproc's configuration (configs/cloud.toml).
 type Config struct {
-	ID       string `toml:"id"`
-	Broker   string `toml:"broker"`
-	Username string `toml:"username"`
+	ID     string `toml:"id"`
+	Broker string `toml:"broker"`
+	// Credentials: username, password_file, ca_file, cert_file,
+	// key_file.
+	mqttc.Credentials
+	// Password is refused: a secret belongs in password_file.
 	Password string `toml:"password"`
 	// Group is the shared-subscription group; cloudprocs in one group
 	// share the work.
@@ -85,6 +88,12 @@ func (c *Config) Validate() error {
 	}
 	if err := mqttc.ValidateBroker(c.Broker); err != nil {
 		return config.Errorf("broker", "%v", err)
+	}
+	if c.Password != "" {
+		return config.Errorf("password", "a secret does not belong in the config: write it to a file only this user can read (chmod 600) and set password_file")
+	}
+	if key, err := c.Credentials.Check(c.Broker); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	if key, err := mqttc.CheckTakeover(c.TakeoverLimit, c.TakeoverWindow.D()); err != nil {
 		return config.Errorf(key, "%v", err)

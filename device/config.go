@@ -28,9 +28,12 @@ type Emulate struct {
 
 // Config is the device's configuration (configs/pi.toml).
 type Config struct {
-	ID              string          `toml:"id"`
-	Broker          string          `toml:"broker"`
-	Username        string          `toml:"username"`
+	ID     string `toml:"id"`
+	Broker string `toml:"broker"`
+	// Credentials: username (default: the id), password_file, ca_file,
+	// cert_file, key_file.
+	mqttc.Credentials
+	// Password is refused: a secret belongs in password_file.
 	Password        string          `toml:"password"`
 	Pipeline        string          `toml:"pipeline"`
 	Source          string          `toml:"source"`
@@ -120,6 +123,16 @@ func (c *Config) Validate() error {
 	}
 	if err := mqttc.ValidateBroker(c.Broker); err != nil {
 		return config.Errorf("broker", "%v", err)
+	}
+	if c.Password != "" {
+		return config.Errorf("password", "a secret does not belong in the config: write it to a file only this user can read (chmod 600) and set password_file")
+	}
+	cr := c.Credentials
+	if cr.Username == "" {
+		cr.Username = c.ID // the default
+	}
+	if key, err := cr.Check(c.Broker); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	if key, err := mqttc.CheckTakeover(c.TakeoverLimit, c.TakeoverWindow.D()); err != nil {
 		return config.Errorf(key, "%v", err)

@@ -136,12 +136,23 @@ func (d *device) openSource(ctx context.Context) (tasks.Source, error) {
 // connect connects to the broker with the device's persistent session.
 func (d *device) connect(ctx context.Context) error {
 	cfg := d.cfg
-	var err error
+	password, tlsConfig, warnings, err := cfg.Credentials.Load(cfg.Broker)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		d.log.Warn(w)
+	}
+	username := cfg.Username
+	if username == "" {
+		username = cfg.ID // a device's identity is its id
+	}
 	d.client, err = mqttc.Connect(ctx, mqttc.Options{
 		Broker:   cfg.Broker,
-		ClientID: "splitpoint-device-" + cfg.ID,
-		Username: cfg.Username,
-		Password: cfg.Password,
+		ClientID: wire.DeviceClientID(cfg.ID),
+		Username: username,
+		Password: password,
+		TLS:      tlsConfig,
 		Clean:    false, // results queued while we reconnect are kept for us
 		Will:     &mqttc.Will{Topic: wire.StatusTopic(cfg.ID), Payload: wire.Offline, Retain: true},
 		Subscriptions: map[string]byte{

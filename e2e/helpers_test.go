@@ -242,13 +242,20 @@ type collector struct {
 
 func newCollector(t *testing.T, broker string, filters ...string) *collector {
 	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("e2e-collector-%d", time.Now().UnixNano())).
+		SetOrderMatters(false).SetCleanSession(true)
+	return newCollectorWith(t, opts, filters...)
+}
+
+// newCollectorWith is newCollector with the client options given (TLS,
+// credentials).
+func newCollectorWith(t *testing.T, opts *paho.ClientOptions, filters ...string) *collector {
+	t.Helper()
 	c := &collector{}
+	c.client = paho.NewClient(opts)
 	if len(filters) == 0 {
 		filters = []string{wire.ResultFilter}
 	}
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("e2e-collector-%d", time.Now().UnixNano())).
-		SetOrderMatters(false).SetCleanSession(true)
-	c.client = paho.NewClient(opts)
 	if tok := c.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("collector connect: %v", tok.Error())
 	}

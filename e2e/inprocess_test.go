@@ -40,7 +40,7 @@ func TestRunEntryPointsLeakNothing(t *testing.T) {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen = "127.0.0.1:0"
 	addr := make(chan string, 1)
-	gcfg.Ready = func(a string) { addr <- a }
+	gcfg.Ready = func(a gateway.Addrs) { addr <- a.MQTT }
 	gwWG.Add(1)
 	go func() {
 		defer gwWG.Done()

@@ -32,13 +32,69 @@ type HomeAssistant struct {
 	Prefix  string `toml:"prefix"`
 }
 
+// Auth turns on authentication and the deny-by-default ACL ([auth]).
+type Auth struct {
+	// PasswordFile is a mosquitto password file (mosquitto_passwd; bcrypt
+	// lines from htpasswd -B too), re-read on SIGHUP.
+	PasswordFile string `toml:"password_file"`
+	// Cloud names the cloudproc identities, Admin the admin identities
+	// (Home Assistant, operators); every other identity is a device whose
+	// id is its name.
+	Cloud []string `toml:"cloud"`
+	Admin []string `toml:"admin"`
+}
+
+// TLS configures the broker's TLS listener ([tls]).
+type TLS struct {
+	// Listen is the TLS listener's address ("" : none), e.g.
+	// 0.0.0.0:8883; port 0 picks a free port.
+	Listen string `toml:"listen"`
+	// CertFile and KeyFile hold the server certificate chain and key
+	// (PEM), re-read on SIGHUP.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// ClientCAFile, if set, verifies client certificates: a client with
+	// one is identified by its CN (mutual TLS) and needs no password.
+	ClientCAFile string `toml:"client_ca_file"`
+}
+
+// AuthOn reports whether authentication is on: a password file or a client CA
+// is configured.
+func (c *Config) AuthOn() bool { return c.Auth.PasswordFile != "" || c.TLS.ClientCAFile != "" }
+
+// Addrs are the addresses the broker listens on, with the real ports.
+type Addrs struct {
+	// MQTT is the plain listener's host:port.
+	MQTT string
+	// TLS is the TLS listener's host:port ("" : none).
+	TLS string
+}
+
 // Config is the gateway's configuration (configs/gateway.toml).
 type Config struct {
-	// Listen is the broker's TCP address; port 0 picks a free port.
+	// Listen is the broker's plain TCP address; port 0 picks a free port.
+	// With [auth] on it must be a loopback address (passwords would cross
+	// the network in clear text) unless Insecure.
 	Listen string `toml:"listen"`
-	// AllowAnonymous must be true to listen on a non-loopback address
-	// without users.
+	// AllowAnonymous, together with Insecure, allows anonymous clients on
+	// a non-loopback address. Anonymous access is otherwise loopback only,
+	// and never with [auth] on.
 	AllowAnonymous bool `toml:"allow_anonymous"`
+	// Insecure acknowledges an unsafe listener: anonymous access on a
+	// non-loopback address (with AllowAnonymous), or passwords on a plain
+	// non-loopback listener.
+	Insecure bool `toml:"insecure"`
+	// MaxConnectBytes bounds what the broker reads from a client before it
+	// has logged in: its CONNECT packet.
+	MaxConnectBytes int `toml:"max_connect_bytes"`
+	// ConnectTimeout closes a connection that has not sent its CONNECT
+	// (and finished the TLS handshake) in this time.
+	ConnectTimeout config.Duration `toml:"connect_timeout"`
+	// MaxConnections bounds the open connections of each listener;
+	// MaxConnectionsPerAddress those from one IP address. Past them a
+	// connection is accepted and closed at once.
+	MaxConnections           int `toml:"max_connections"`
+	MaxConnectionsPerAddress int `toml:"max_connections_per_address"`
 	// MaxMessageBytes bounds every message's payload.
 	MaxMessageBytes int `toml:"max_message_bytes"`
 	// DefaultTargetFPS is the target of a device that never set one.
@@ -69,10 +125,12 @@ type Config struct {
 	LogLevel      string        `toml:"log_level"`
 	Control       Control       `toml:"control"`
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
+	Auth          Auth          `toml:"auth"`
+	TLS           TLS           `toml:"tls"`
 
-	// Ready, if set, is called once the broker listens, with its address
-	// (host:port, the real port when Listen asked for port 0).
-	Ready func(addr string) `toml:"-"`
+	// Ready, if set, is called once the broker listens, with its
+	// addresses (the real ports when port 0 was asked for).
+	Ready func(Addrs) `toml:"-"`
 }
 
 // SessionLimits are the broker's limits for offline sessions.
@@ -97,9 +155,13 @@ const (
 // DefaultConfig returns the defaults, equal to configs/gateway.toml.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           "127.0.0.1:1883",
-		MaxMessageBytes:  wire.DefaultMaxMessageBytes,
-		DefaultTargetFPS: 15,
+		Listen:                   "127.0.0.1:1883",
+		MaxConnectBytes:          broker.DefaultMaxConnectBytes,
+		ConnectTimeout:           config.Duration(broker.DefaultConnectTimeout),
+		MaxConnections:           broker.DefaultMaxConnections,
+		MaxConnectionsPerAddress: broker.DefaultMaxConnectionsPerAddress,
+		MaxMessageBytes:          wire.DefaultMaxMessageBytes,
+		DefaultTargetFPS:         15,
 		// Sized for a Raspberry Pi with 1 GB of RAM (see broker.Default*).
 		SessionExpiry:       config.Duration(broker.DefaultSessionExpiry),
 		MaxQueuedMessages:   broker.DefaultMaxQueuedMessages,
@@ -120,20 +182,25 @@ func DefaultConfig() Config {
 			Smoothing: 0,
 		},
 		HomeAssistant: HomeAssistant{Enabled: true, Prefix: "homeassistant"},
+		Auth:          Auth{Cloud: []string{}, Admin: []string{}},
 	}
 }
 
 // Validate checks every field.
 func (c *Config) Validate() error {
-	loop, err := broker.IsLoopback(c.Listen)
-	if err != nil {
-		return config.Errorf("listen", "%v (want host:port, e.g. 127.0.0.1:1883)", err)
-	}
-	if !loop && !c.AllowAnonymous {
-		return config.Errorf("listen", "%s is not a loopback address: anonymous access there needs allow_anonymous = true", c.Listen)
+	if err := c.validateAccess(); err != nil {
+		return err
 	}
 	k := c.Control
 	switch {
+	case c.MaxConnectBytes < 256 || c.MaxConnectBytes > 1<<20:
+		return config.Errorf("max_connect_bytes", "must be 256..1048576 (got %d)", c.MaxConnectBytes)
+	case c.ConnectTimeout.D() < 100*time.Millisecond || c.ConnectTimeout.D() > 5*time.Minute:
+		return config.Errorf("connect_timeout", "must be 100ms..5m (got %v)", c.ConnectTimeout.D())
+	case c.MaxConnections < 1 || c.MaxConnections > 1000000:
+		return config.Errorf("max_connections", "must be 1..1000000 (got %d)", c.MaxConnections)
+	case c.MaxConnectionsPerAddress < 1 || c.MaxConnectionsPerAddress > c.MaxConnections:
+		return config.Errorf("max_connections_per_address", "must be 1..max_connections (%d) (got %d)", c.MaxConnections, c.MaxConnectionsPerAddress)
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case !(c.DefaultTargetFPS > 0 && c.DefaultTargetFPS <= wire.MaxTargetFPS):
@@ -174,6 +241,71 @@ func (c *Config) Validate() error {
 	}
 	if _, err := config.ParseLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
+	}
+	return nil
+}
+
+// validateAccess checks the listeners against authentication: anonymous
+// access only on loopback (or knowingly insecure), passwords only over TLS
+// or loopback (or knowingly insecure), TLS files and identities complete.
+func (c *Config) validateAccess() error {
+	loop, err := broker.IsLoopback(c.Listen)
+	if err != nil {
+		return config.Errorf("listen", "%v (want host:port, e.g. 127.0.0.1:1883)", err)
+	}
+	t := c.TLS
+	tlsLoop := true
+	if t.Listen != "" {
+		if tlsLoop, err = broker.IsLoopback(t.Listen); err != nil {
+			return config.Errorf("tls.listen", "%v (want host:port, e.g. 0.0.0.0:8883)", err)
+		}
+		switch {
+		case t.CertFile == "":
+			return config.Errorf("tls.cert_file", "a TLS listener needs cert_file and key_file (PEM)")
+		case t.KeyFile == "":
+			return config.Errorf("tls.key_file", "a TLS listener needs cert_file and key_file (PEM)")
+		}
+	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
+		return config.Errorf("tls.listen", "cert_file, key_file and client_ca_file need a TLS listener: set listen, e.g. 0.0.0.0:8883")
+	}
+	if !c.AuthOn() {
+		if len(c.Auth.Cloud) > 0 || len(c.Auth.Admin) > 0 {
+			return config.Errorf("auth.password_file", "cloud and admin identities need a password_file (or tls.client_ca_file)")
+		}
+		if !(c.AllowAnonymous && c.Insecure) {
+			if !loop {
+				return config.Errorf("listen", "%s is not a loopback address: without [auth] every client there would be anonymous and allowed everything; set [auth] password_file (see README, Securing a gateway), or, knowingly, allow_anonymous = true and insecure = true", c.Listen)
+			}
+			if !tlsLoop {
+				return config.Errorf("tls.listen", "%s is not a loopback address: without [auth] every client there would be anonymous and allowed everything; set [auth] password_file or tls.client_ca_file, or, knowingly, allow_anonymous = true and insecure = true", t.Listen)
+			}
+		}
+		return nil
+	}
+	if c.AllowAnonymous {
+		return config.Errorf("allow_anonymous", "cannot be combined with [auth]: every client logs in")
+	}
+	if !loop && !c.Insecure {
+		return config.Errorf("listen", "%s is not a loopback address: passwords would cross the network in clear text; serve other hosts on [tls] listen and keep listen on 127.0.0.1 (or, knowingly, set insecure = true)", c.Listen)
+	}
+	seen := map[string]string{}
+	for _, l := range []struct {
+		key   string
+		names []string
+	}{{"auth.cloud", c.Auth.Cloud}, {"auth.admin", c.Auth.Admin}} {
+		for _, n := range l.names {
+			if l.key == "auth.cloud" {
+				if err := wire.ValidateName(n); err != nil {
+					return config.Errorf(l.key, "%v", err)
+				}
+			} else if n == "" || !validTopicLevel(n) {
+				return config.Errorf(l.key, "%q is not a user name (no +, #, / or empty)", n)
+			}
+			if k, dup := seen[n]; dup {
+				return config.Errorf(l.key, "%q is already listed in %s", n, k)
+			}
+			seen[n] = l.key
+		}
 	}
 	return nil
 }

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/splitpoint/splitpoint/broker"
+	"github.com/splitpoint/splitpoint/tasks"
 )
 
 // Run starts the broker, writes "gateway listening on ADDR" as the first
@@ -22,18 +26,14 @@ import (
 // Run itself keeps no map or queue; the broker's and the control plane's
 // are bounded where they are declared (package broker; plane.go).
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error {
-	b, err := broker.Start(broker.Config{
-		Listen:           cfg.Listen,
-		AllowAnonymous:   cfg.AllowAnonymous,
-		MaxMessageBytes:  cfg.MaxMessageBytes,
-		Sessions:         cfg.SessionLimits(),
-		MaxRetained:      cfg.MaxRetainedMessages,
-		MaxRetainedBytes: cfg.MaxRetainedBytes,
-	}, log)
+	b, err := broker.Start(cfg.brokerConfig(), log)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	pl := newPlane(cfg, b.Server(), log)
 	if err := pl.subscribe(); err != nil {
 		return err
@@ -43,14 +43,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	go func() { defer close(planeDone); pl.loop(planeCtx) }()
 	defer func() { stopPlane(); <-planeDone }()
 	fmt.Fprintf(out, "gateway listening on %s\n", b.Addr())
+	if b.TLSAddr() != "" {
+		fmt.Fprintf(out, "gateway listening for TLS on %s\n", b.TLSAddr())
+	}
 	if cfg.Ready != nil {
-		cfg.Ready(b.Addr())
+		cfg.Ready(Addrs{MQTT: b.Addr(), TLS: b.TLSAddr()})
 	}
 	lim := b.Limits()
 	log.Info("gateway started", "listen", b.Addr(), "max_message_bytes", cfg.MaxMessageBytes,
 		"session_expiry", lim.Expiry, "max_queued_messages", lim.MaxMessages, "max_queued_bytes", lim.MaxBytes,
 		"max_queued_bytes_total", lim.MaxBytesTotal, "max_offline_sessions", lim.MaxOfflineSessions,
-		"max_retained_messages", cfg.MaxRetainedMessages, "max_retained_bytes", cfg.MaxRetainedBytes)
+		"max_retained_messages", cfg.MaxRetainedMessages, "max_retained_bytes", cfg.MaxRetainedBytes,
+		"tls_listen", b.TLSAddr(), "auth", cfg.AuthOn(), "users", b.SecurityStats().Users)
 
 	var tick <-chan time.Time
 	if cfg.StatsInterval > 0 {
@@ -63,8 +67,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		case <-ctx.Done():
 			log.Info("gateway stopping")
 			return nil
+		case <-hup:
+			if err := b.Reload(); err != nil {
+				log.Error("reload (SIGHUP) failed; the old password file and certificate stay in force", "error", err)
+			} else {
+				log.Info("reloaded the password file and certificate (SIGHUP)", "users", b.SecurityStats().Users)
+			}
 		case <-tick:
-			i, st, rt := b.Info(), b.SessionStats(), b.RetainedStats()
+			i, st, rt, sec := b.Info(), b.SessionStats(), b.RetainedStats(), b.SecurityStats()
 			d := st.Discarded
 			log.Info("broker", "clients", i.ClientsConnected, "inflight", i.Inflight,
 				"received", i.MessagesReceived, "sent", i.MessagesSent,
@@ -74,7 +84,50 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 					"expired", d.Expired, "session_cap", d.SessionCap, "bytes", st.DiscardedBytes),
 				"sessions_expired", st.SessionsExpired, "sessions_evicted", st.SessionsEvicted, "takeovers", st.Takeovers,
 				slog.Group("retained", "messages", rt.Messages, "bytes", rt.Bytes, "refused", rt.Refused),
+				"denied", sec.Denied, "logins", sec.Logins, "preauth", preauthSummary(sec),
 				"malformed", pl.malformedCounts(), "events_dropped", pl.dropped.Load(), "decisions_repaired", pl.repaired.Load())
 		}
 	}
+}
+
+// brokerConfig is the broker's configuration: the listeners, the
+// pre-authentication guard, [auth] with every registered pipeline's stage
+// names, [tls], and the session and retained-message bounds.
+func (cfg *Config) brokerConfig() broker.Config {
+	bc := broker.Config{
+		Listen:           cfg.Listen,
+		AllowAnonymous:   cfg.AllowAnonymous,
+		Insecure:         cfg.Insecure,
+		MaxConnectBytes:  cfg.MaxConnectBytes,
+		ConnectTimeout:   cfg.ConnectTimeout.D(),
+		MaxConnections:   cfg.MaxConnections,
+		MaxPerAddress:    cfg.MaxConnectionsPerAddress,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		Sessions:         cfg.SessionLimits(),
+		MaxRetained:      cfg.MaxRetainedMessages,
+		MaxRetainedBytes: cfg.MaxRetainedBytes,
+	}
+	if cfg.AuthOn() {
+		bc.Auth = &broker.Auth{PasswordFile: cfg.Auth.PasswordFile, Cloud: cfg.Auth.Cloud, Admin: cfg.Auth.Admin,
+			Stages: tasks.StageNames(), HAPrefix: cfg.HomeAssistant.Prefix}
+	}
+	if t := cfg.TLS; t.Listen != "" {
+		bc.TLS = &broker.TLSListener{Listen: t.Listen, CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
+	}
+	return bc
+}
+
+// preauthSummary sums the listeners' pre-authentication refusals.
+func preauthSummary(st broker.SecurityStats) map[string]int64 {
+	sum := map[string]int64{}
+	for _, g := range st.Listeners {
+		sum["refused_limit"] += g.RefusedLimit + g.RefusedPerAddress
+		sum["timed_out"] += g.TimedOut
+		sum["not_connect"] += g.NotConnect
+		sum["oversized"] += g.Oversized
+		sum["tls_failed"] += g.TLSFailed
+		sum["open"] += g.Open
+		sum["max_preauth_bytes"] = max(sum["max_preauth_bytes"], g.PreAuthMaxBytes)
+	}
+	return sum
 }

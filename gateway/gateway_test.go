@@ -89,3 +89,41 @@ func TestBrokerLineHasSessionCounters(t *testing.T) {
 		t.Errorf("the start line lacks the session limits:\n%s", logs.String())
 	}
 }
+
+// Anonymous access only on loopback (or knowingly insecure); passwords only
+// over TLS or loopback; TLS files and identities complete.
+func TestAccessSettingsValidated(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(*Config)
+		want string // "" : valid
+	}{
+		{func(c *Config) { c.Listen = "0.0.0.0:1883" }, "listen: 0.0.0.0:1883 is not a loopback address: without [auth] every client there would be anonymous"},
+		{func(c *Config) { c.Listen = "0.0.0.0:1883"; c.AllowAnonymous = true }, "listen: 0.0.0.0:1883 is not a loopback address: without [auth]"},
+		{func(c *Config) { c.Listen = "0.0.0.0:1883"; c.AllowAnonymous = true; c.Insecure = true }, ""},
+		{func(c *Config) { c.TLS = TLS{Listen: "0.0.0.0:8883", CertFile: "c", KeyFile: "k"} }, "tls.listen: 0.0.0.0:8883 is not a loopback address: without [auth]"},
+		{func(c *Config) { c.TLS = TLS{Listen: "0.0.0.0:8883", KeyFile: "k"} }, "tls.cert_file: a TLS listener needs cert_file and key_file"},
+		{func(c *Config) { c.TLS = TLS{ClientCAFile: "ca"} }, "tls.listen: cert_file, key_file and client_ca_file need a TLS listener"},
+		{func(c *Config) {
+			c.Auth.PasswordFile = "p"
+			c.TLS = TLS{Listen: "0.0.0.0:8883", CertFile: "c", KeyFile: "k"}
+		}, ""},
+		{func(c *Config) { c.Auth.PasswordFile = "p"; c.Listen = "0.0.0.0:1883" }, "listen: 0.0.0.0:1883 is not a loopback address: passwords would cross the network in clear text"},
+		{func(c *Config) { c.Auth.PasswordFile = "p"; c.Listen = "0.0.0.0:1883"; c.Insecure = true }, ""},
+		{func(c *Config) { c.Auth.PasswordFile = "p"; c.AllowAnonymous = true }, "allow_anonymous: cannot be combined with [auth]"},
+		{func(c *Config) { c.Auth.Cloud = []string{"c1"} }, "auth.password_file: cloud and admin identities need a password_file"},
+		{func(c *Config) { c.Auth.PasswordFile = "p"; c.Auth.Cloud = []string{"Cloud 1"} }, "auth.cloud: name \"Cloud 1\" is not allowed"},
+		{func(c *Config) { c.Auth.PasswordFile = "p"; c.Auth.Cloud = []string{"x"}; c.Auth.Admin = []string{"x"} }, "auth.admin: \"x\" is already listed in auth.cloud"},
+		{func(c *Config) { c.MaxConnectBytes = 10 }, "max_connect_bytes: must be 256..1048576 (got 10)"},
+		{func(c *Config) { c.MaxConnectionsPerAddress = c.MaxConnections + 1 }, "max_connections_per_address: must be 1..max_connections (1024) (got 1025)"},
+	} {
+		c := DefaultConfig()
+		tc.set(&c)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("got %v, want valid", err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ package mqttc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,10 +86,16 @@ type Will struct {
 
 // Options configure a client.
 type Options struct {
-	Broker   string // tcp://host:port
+	// Broker is tcp://host:port (or mqtt://), or ssl://, tls://, mqtts://
+	// host:port for MQTT over TLS with TLS.
+	Broker   string
 	ClientID string
 	Username string
 	Password string
+	// TLS configures TLS for an ssl://, tls:// or mqtts:// broker (nil:
+	// the system's CAs, no client certificate). ServerName defaults to the
+	// URL's host.
+	TLS *tls.Config
 	// Clean: a clean session. False keeps subscriptions and queued QoS 1
 	// messages across a reconnect.
 	Clean bool
@@ -161,13 +168,33 @@ type Client struct {
 // subscriptions are sent.
 var testHookBeforeSubscribe func(clientID string)
 
-// ValidateBroker checks a broker URL: tcp://host:port or mqtt://host:port.
+// ValidateBroker checks a broker URL: tcp://host:port or mqtt://host:port,
+// or ssl://, tls:// or mqtts://host:port for TLS.
 func ValidateBroker(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "mqtt") || u.Port() == "" {
-		return fmt.Errorf("%q is not a broker URL (want tcp://host:port)", s)
+	if err != nil || u.Host == "" || u.Port() == "" || (schemes[u.Scheme] == "") || u.Path != "" || u.User != nil {
+		return fmt.Errorf("%q is not a broker URL (want tcp://host:port, or ssl://host:port for TLS)", s)
 	}
 	return nil
+}
+
+// schemes maps the accepted URL schemes to paho's (tcp or ssl).
+var schemes = map[string]string{"tcp": "tcp", "mqtt": "tcp", "ssl": "ssl", "tls": "ssl", "mqtts": "ssl"}
+
+// IsTLS reports whether a broker URL asks for TLS.
+func IsTLS(broker string) bool {
+	u, err := url.Parse(broker)
+	return err == nil && schemes[u.Scheme] == "ssl"
+}
+
+// pahoURL rewrites a broker URL to the scheme paho knows.
+func pahoURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || schemes[u.Scheme] == "" {
+		return s
+	}
+	u.Scheme = schemes[u.Scheme]
+	return u.String()
 }
 
 // Connect connects, retrying until ctx ends, and returns once the first
@@ -208,7 +235,7 @@ func (o Options) withDefaults() Options {
 func (c *Client) pahoOptions() *paho.ClientOptions {
 	o := c.o
 	po := paho.NewClientOptions().
-		AddBroker(strings.Replace(o.Broker, "mqtt://", "tcp://", 1)).
+		AddBroker(pahoURL(o.Broker)).
 		SetClientID(o.ClientID).
 		SetCleanSession(o.Clean).
 		SetOrderMatters(false).
@@ -289,7 +316,13 @@ func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 		return nil, err
 	}
 	d := net.Dialer{Timeout: o.ConnectTimeout}
-	conn, err := d.Dial("tcp", u.Host)
+	var conn net.Conn
+	var err error
+	if u.Scheme == "ssl" {
+		conn, err = c.dialTLS(&d, u.Host)
+	} else {
+		conn, err = d.Dial("tcp", u.Host)
+	}
 	if err != nil {
 		c.mu.Lock()
 		c.closes = nil
@@ -302,6 +335,29 @@ func (c *Client) dial(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	c.conn = tc
 	c.mu.Unlock()
 	return tc, nil
+}
+
+// dialTLS dials and completes the TLS handshake within the dialer's
+// timeout. A certificate that does not verify is final (the client gives
+// up, like on refused credentials): retrying cannot fix a wrong CA or host
+// name, and retrying silently would hide it.
+func (c *Client) dialTLS(d *net.Dialer, host string) (net.Conn, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.o.TLS != nil {
+		cfg = c.o.TLS.Clone()
+	}
+	if cfg.ServerName == "" {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			cfg.ServerName = h
+		}
+	}
+	conn, err := (&tls.Dialer{NetDialer: d, Config: cfg}).Dial("tcp", host)
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		err = fmt.Errorf("TLS to %s: the broker's certificate does not verify (check ca_file and the host name in the broker URL): %w", c.o.Broker, err)
+		c.fail(err)
+	}
+	return conn, err
 }
 
 // trackedConn notices, before paho does, that the broker closed the

@@ -14,6 +14,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/splitpoint/splitpoint/broker"
+	"github.com/splitpoint/splitpoint/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -42,14 +43,20 @@ func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startBroker(t *testing.T, p broker.Policy) string {
+// startBroker starts a broker, anonymous with a nil auth.
+func startBroker(t *testing.T, auth *broker.Auth) string {
 	t.Helper()
-	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxMessageBytes: 4096, Policy: p}, quiet())
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxMessageBytes: 4096, Auth: auth}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	return "tcp://" + b.Addr()
+}
+
+// withUser is authentication with one device, pi1 (password "pw").
+func withUser(t *testing.T) *broker.Auth {
+	return &broker.Auth{PasswordFile: testutil.WritePasswd(t, map[string]string{"pi1": "pw"})}
 }
 
 // plain connects a paho client that does not reconnect.
@@ -113,21 +120,13 @@ func TestSubscribeFailedByTakeoverReconnects(t *testing.T) {
 	}
 }
 
-// onlyRead allows reading one filter.
-type onlyRead struct{ filter string }
-
-func (onlyRead) Authenticate(string, string, []byte) bool { return true }
-func (p onlyRead) Allow(_, _, topic string, write bool) bool {
-	return write || topic == p.filter
-}
-
 // A SUBACK that refuses a filter is an error, not a log line.
 func TestRefusedSubscriptionIsAnError(t *testing.T) {
-	url := startBroker(t, onlyRead{"ok/topic"})
+	url := startBroker(t, withUser(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Connect(ctx, Options{Broker: url, ClientID: "r", Clean: true,
-		Subscriptions: map[string]byte{"ok/topic": 1, "secret/topic": 1}, Handler: func(paho.Client, paho.Message) {}, Log: quiet()})
+	c, err := Connect(ctx, Options{Broker: url, ClientID: "splitpoint-device-pi1", Username: "pi1", Password: "pw", Clean: true,
+		Subscriptions: map[string]byte{"offload/pi1/result": 1, "offload/pi2/result": 1}, Handler: func(paho.Client, paho.Message) {}, Log: quiet()})
 	var re *RefusedError
 	if !errors.As(err, &re) {
 		if c != nil {
@@ -135,7 +134,7 @@ func TestRefusedSubscriptionIsAnError(t *testing.T) {
 		}
 		t.Fatalf("Connect: %v, want a RefusedError", err)
 	}
-	if len(re.Filters) != 1 || re.Filters[0] != "secret/topic" {
+	if len(re.Filters) != 1 || re.Filters[0] != "offload/pi2/result" {
 		t.Errorf("refused filters %v", re.Filters)
 	}
 	t.Log(err)
@@ -193,16 +192,10 @@ func TestClientIDConflictOlderGivesUp(t *testing.T) {
 	}
 }
 
-// rejectUser refuses one user name.
-type rejectUser struct{ user string }
-
-func (p rejectUser) Authenticate(_, user string, _ []byte) bool { return user != p.user }
-func (rejectUser) Allow(string, string, string, bool) bool      { return true }
-
 // Refused credentials end Connect with the broker's answer, at once,
 // instead of a silent retry forever.
 func TestRefusedCredentialsAreFinal(t *testing.T) {
-	url := startBroker(t, rejectUser{"mallory"})
+	url := startBroker(t, withUser(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -213,5 +206,51 @@ func TestRefusedCredentialsAreFinal(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "refused client id m") || time.Since(start) > 5*time.Second {
 		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+}
+
+// ssl://, tls:// and mqtts:// connect over TLS, verified against ca_file;
+// a broker certificate from another CA is final at once.
+func TestTLSBrokerURLs(t *testing.T) {
+	ca, other := testutil.NewCA(t, "test"), testutil.NewCA(t, "other")
+	srv := ca.Server(t)
+	b, err := broker.Start(broker.Config{Listen: "127.0.0.1:0", MaxMessageBytes: 4096,
+		TLS: &broker.TLSListener{Listen: "127.0.0.1:0", CertFile: srv.CertFile, KeyFile: srv.KeyFile}}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, scheme := range []string{"ssl", "tls", "mqtts"} {
+		url := scheme + "://" + b.TLSAddr()
+		if err := ValidateBroker(url); err != nil {
+			t.Fatal(err)
+		}
+		_, tc, _, err := Credentials{CAFile: ca.CertFile}.Load(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Connect(ctx, Options{Broker: url, ClientID: "tls-" + scheme, Clean: true, TLS: tc, Log: quiet()})
+		if err != nil {
+			t.Fatalf("%s: %v", scheme, err)
+		}
+		if err := Publish(c, "t/x", 1, false, "x"); err != nil {
+			t.Errorf("%s: publish: %v", scheme, err)
+		}
+		c.Close(0)
+	}
+	_, tc, _, _ := Credentials{CAFile: other.CertFile}.Load("ssl://x:1")
+	start := time.Now()
+	c, err := Connect(ctx, Options{Broker: "ssl://" + b.TLSAddr(), ClientID: "wrong-ca", Clean: true, TLS: tc, Log: quiet()})
+	if err == nil {
+		c.Close(0)
+		t.Fatal("connected to a broker whose certificate another CA signed")
+	}
+	if !strings.Contains(err.Error(), "does not verify") || time.Since(start) > 5*time.Second {
+		t.Errorf("after %v: %v", time.Since(start), err)
+	}
+	if err := ValidateBroker("https://x:1"); err == nil {
+		t.Error("https:// accepted")
 	}
 }

@@ -146,3 +146,26 @@ func BuildEncoded(name string, enc []byte) (*Pipeline, error) {
 	}
 	return Build(name, opts)
 }
+
+// StageNames returns the stage names of every registered pipeline (built
+// with its default options), sorted and without repeats: the stage topics
+// a gateway lets devices publish.
+func StageNames() []string {
+	seen := map[string]bool{}
+	for _, name := range Names() {
+		spec, _ := Lookup(name)
+		stages, err := spec.Stages(spec.NewOptions())
+		if err != nil {
+			continue // a pipeline whose defaults do not build has no devices either
+		}
+		for _, s := range stages {
+			seen[s.Name()] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for s := range seen {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}

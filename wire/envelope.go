@@ -26,7 +26,7 @@ const (
 )
 
 // DefaultMaxMessageBytes is the default bound on one encoded state.
-const DefaultMaxMessageBytes = 8 << 20
+const DefaultMaxMessageBytes = 2 << 20
 
 // Where a stage ran.
 const (

@@ -163,3 +163,7 @@ func HAStatusTopic(prefix string) string { return prefix + "/status" }
 // SysSessionsTopic is where the gateway's broker publishes its offline
 // session counters (retained JSON).
 const SysSessionsTopic = "$SYS/broker/splitpoint/sessions"
+
+// SysSecurityTopic is where the gateway's broker publishes its
+// authentication and authorisation counters (retained JSON).
+const SysSecurityTopic = "$SYS/broker/splitpoint/security"

@@ -55,7 +55,7 @@ func run(frames, rounds int, slowdown float64, codec string) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.Listen = "127.0.0.1:0"
 	addr := make(chan string, 1)
-	gcfg.Ready = func(a string) { addr <- a }
+	gcfg.Ready = func(a gateway.Addrs) { addr <- a.MQTT }
 	go func() { _ = gateway.Run(ctx, gcfg, io.Discard, log) }()
 	var broker string
 	select {

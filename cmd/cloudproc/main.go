@@ -17,7 +17,7 @@ import (
 
 func main() {
 	cli := config.NewCLI("cloudproc", "cloudproc [-c configs/cloud.toml] [--broker tcp://127.0.0.1:1883] [--id NAME] [--slowdown F]")
-	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port)")
+	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port, or ssl://host:port for TLS)")
 	id := cli.Flags.String("id", "", "cloudproc `name`")
 	slowdown := cli.Flags.Float64("slowdown", 1, "emulate a cloud `F` times slower")
 	if err := cli.Parse(os.Args[1:], os.Stdout); err != nil {

@@ -19,7 +19,7 @@ import (
 
 func main() {
 	cli := config.NewCLI("device", "device [-c configs/pi.toml] [--broker URL] [--id NAME] [--source URI] [--split K] [--target-fps F] [--frames N] [--slowdown F]")
-	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port)")
+	broker := cli.Flags.String("broker", "", "broker `URL` (tcp://host:port, or ssl://host:port for TLS)")
 	id := cli.Flags.String("id", "", "device `name` ([a-z0-9][a-z0-9_-]*)")
 	src := cli.Flags.String("source", "", "frame source `URI`: file path, file:PATH, camera:N, rtsp://…, http(s)://…, synthetic:?size=WxH&fps=F&seed=S&frames=N")
 	split := cli.Flags.Int("split", 0, "manual split `K` from the first frame: stages run on the device (1..stages-1); without it the gateway decides (auto)")
