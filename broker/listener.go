@@ -15,16 +15,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// Guard defaults, used when a GuardConfig field is zero or negative.
-const (
-	// DefaultGuardMaxConnectBytes is the default cap on a CONNECT packet
-	// read before authentication.
-	DefaultGuardMaxConnectBytes = 64 << 10
-	// DefaultGuardConnectTimeout is the default time a connection has to
-	// finish its TLS handshake and deliver its CONNECT packet.
-	DefaultGuardConnectTimeout = 10 * time.Second
-)
-
 // mqttConnectByte is the first byte of an MQTT CONNECT packet: type 1,
 // flags 0 (MQTT 3.1.1 §3.1.1, MQTT 5 §3.1.1).
 const mqttConnectByte = 0x10
@@ -52,10 +42,10 @@ type GuardConfig struct {
 	TLS *tls.Config
 	// MaxConnectBytes caps the CONNECT packet (fixed header plus remaining
 	// length) read before authentication; 0 takes
-	// DefaultGuardMaxConnectBytes.
+	// DefaultMaxConnectBytes.
 	MaxConnectBytes int
 	// ConnectTimeout bounds the TLS handshake plus the CONNECT packet; 0
-	// takes DefaultGuardConnectTimeout.
+	// takes DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// MaxConnections bounds the concurrent connections on this listener
 	// (0: unlimited).
@@ -157,10 +147,10 @@ func NewGuard(cfg GuardConfig, log *slog.Logger) *Guard {
 		done:      make(chan struct{}),
 	}
 	if g.maxBytes <= 0 {
-		g.maxBytes = DefaultGuardMaxConnectBytes
+		g.maxBytes = DefaultMaxConnectBytes
 	}
 	if g.timeout <= 0 {
-		g.timeout = DefaultGuardConnectTimeout
+		g.timeout = DefaultConnectTimeout
 	}
 	return g
 }
