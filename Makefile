@@ -8,11 +8,19 @@ TOOLS       := $(CURDIR)/.tools/bin
 DEBS        := pkg-config libopencv-dev
 # The tests' real tools: mosquitto_passwd (mosquitto), mosquitto_sub/_pub,
 # htpasswd (apache2-utils), openssl (scripts/gen-certs.sh).
-TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl
+TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# make install: binaries to $(DESTDIR)$(PREFIX)/bin, configs to
+# $(DESTDIR)$(SYSCONFDIR)/splitpoint, systemd units to $(DESTDIR)$(UNITDIR).
+# BINSRC is where the binaries come from; the default, bin, is built first.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /etc/systemd/system
+BINSRC      ?= bin
 
-.PHONY: all build test demo bench sim deps tools vet staticcheck fuzz clean
+.PHONY: all build install test demo bench sim deps tools vet staticcheck fuzz clean
 
 all: build
 
@@ -32,6 +40,35 @@ $(TOOLS)/staticcheck:
 
 build: deps
 	$(GO) build -o bin/ ./cmd/gateway ./cmd/device ./cmd/cloudproc
+
+# Install the binaries, the configs (a config already there is kept: it is
+# the user's) and the systemd units of deploy/systemd, whose ExecStart paths
+# are rewritten for PREFIX and SYSCONFDIR. Run it as yourself: it builds as
+# you and writes through sudo when not root (not into a DESTDIR). Creates no
+# user: it prints the commands that do (deploy/README-pi.md).
+install: ISUDO = $(if $(DESTDIR),,$(SUDO))
+install: $(if $(filter bin,$(BINSRC)),build)
+	$(ISUDO) mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/splitpoint $(DESTDIR)$(UNITDIR)
+	$(ISUDO) install -m 755 $(BINSRC)/gateway $(BINSRC)/device $(BINSRC)/cloudproc $(DESTDIR)$(PREFIX)/bin/
+	@for c in gateway pi cloud; do \
+		dst=$(DESTDIR)$(SYSCONFDIR)/splitpoint/$$c.toml; \
+		if [ -e "$$dst" ]; then echo "keeping $$dst (not overwritten; compare with configs/$$c.toml)"; \
+		else echo "install -m 640 configs/$$c.toml $$dst"; $(ISUDO) install -m 640 configs/$$c.toml "$$dst" || exit 1; fi; \
+	done
+	@for u in gateway device cloudproc; do \
+		dst=$(DESTDIR)$(UNITDIR)/splitpoint-$$u.service; \
+		echo "install -m 644 deploy/systemd/splitpoint-$$u.service $$dst (ExecStart: $(PREFIX)/bin, $(SYSCONFDIR)/splitpoint)"; \
+		tmp=$$(mktemp) || exit 1; \
+		sed -e '/^ExecStart=/s|/usr/local/bin/|$(PREFIX)/bin/|' \
+			-e '/^ExecStart=/s|/etc/splitpoint/|$(SYSCONFDIR)/splitpoint/|' \
+			deploy/systemd/splitpoint-$$u.service > "$$tmp" && \
+		$(ISUDO) install -m 644 "$$tmp" "$$dst"; rc=$$?; rm -f "$$tmp"; [ $$rc = 0 ] || exit 1; \
+	done
+	@echo; echo "Then, as root, create the service user once and let it read the configs:"; \
+	echo "  useradd --system --no-create-home --shell /usr/sbin/nologin --groups video splitpoint"; \
+	echo "  chgrp splitpoint $(SYSCONFDIR)/splitpoint/gateway.toml $(SYSCONFDIR)/splitpoint/pi.toml $(SYSCONFDIR)/splitpoint/cloud.toml"; \
+	echo "and start the units this host runs (splitpoint-gateway, splitpoint-device, splitpoint-cloudproc), e.g.:"; \
+	echo "  systemctl daemon-reload && systemctl enable --now splitpoint-gateway"
 
 vet: deps
 	$(GO) vet ./...

@@ -63,6 +63,10 @@ type job struct {
 	env   *wire.Envelope
 	key   key
 	stage string
+	// site is the topic prefix the frame came under ("" on a LAN,
+	// "sites/<site>/" behind an upstream): its answers go under it, and
+	// everything kept per device is kept per site and device.
+	site string
 }
 
 type proc struct {
@@ -134,7 +138,7 @@ func newProc(cfg Config, log *slog.Logger) *proc {
 func (p *proc) connect(ctx context.Context, announced chan struct{}) error {
 	subs := map[string]byte{}
 	for _, stage := range remoteStages() {
-		subs[wire.StageFilter(p.cfg.Group, stage)] = 1
+		subs[wire.StageFilter(p.cfg.Group, p.cfg.TopicPrefix, stage)] = 1
 	}
 	var once sync.Once
 	password, tlsConfig, warnings, err := p.cfg.Credentials.Load(p.cfg.Broker)
@@ -290,7 +294,11 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 	p.stats.Received++
 	p.mu.Unlock()
 	topic := m.Topic()
-	device, stage, err := wire.ParseDeviceTopic(topic)
+	site, rest, ok := wire.CutTopicPrefix(p.cfg.TopicPrefix, topic)
+	device, stage, err := wire.ParseDeviceTopic(rest)
+	if !ok && err == nil {
+		err = fmt.Errorf("topic %q is not under topic_prefix %q", topic, p.cfg.TopicPrefix)
+	}
 	if err != nil {
 		p.reject(RejectBadTopic, topic, "", err)
 		m.Ack()
@@ -304,7 +312,7 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 		}
 		p.reject(reason, topic, device, err)
 		if h, herr := wire.DecodeHead(m.Payload()); herr == nil && h.Device == device {
-			p.answerError(m, h, reason, err)
+			p.answerError(m, site, h, reason, err)
 			return
 		}
 		m.Ack() // nothing names the frame: it cannot be answered
@@ -320,16 +328,16 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 	if env.Next != stage {
 		err := fmt.Errorf("state for stage %q on the topic of stage %q", env.Next, stage)
 		p.reject(RejectUnknownStage, topic, device, err)
-		p.answerError(m, head, RejectUnknownStage, err)
+		p.answerError(m, site, head, RejectUnknownStage, err)
 		return
 	}
 	if _, ok := tasks.Lookup(env.Pipeline); !ok {
 		err := fmt.Errorf("pipeline %q is not registered here", env.Pipeline)
 		p.reject(RejectUnknownPipeline, topic, device, err)
-		p.answerError(m, head, RejectUnknownPipeline, err)
+		p.answerError(m, site, head, RejectUnknownPipeline, err)
 		return
 	}
-	k := key{device: device, run: env.Run, seq: env.Seq}
+	k := key{device: site + device, run: env.Run, seq: env.Seq}
 	switch state, res := p.seen.claim(k); state {
 	case claimBusy: // its result is coming
 		p.mu.Lock()
@@ -341,7 +349,7 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 		p.mu.Lock()
 		p.stats.Duplicates++
 		p.mu.Unlock()
-		if err := mqttc.Publish(p.client, wire.ResultTopic(device), 1, false, res); err != nil {
+		if err := mqttc.Publish(p.client, site+wire.ResultTopic(device), 1, false, res); err != nil {
 			p.reject(FailedPublish, topic, device, err)
 			return // not acknowledged: the device resends
 		}
@@ -351,7 +359,7 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 		m.Ack()
 		return
 	}
-	if !p.queue.push(device, &job{msg: m, env: env, key: k, stage: stage}) {
+	if !p.queue.push(site+device, &job{msg: m, env: env, key: k, stage: stage, site: site}) {
 		p.seen.unclaim(k)
 		p.reject(ShedOverload, topic, device, fmt.Errorf("device's queue of %d frames is full", p.cfg.Queue))
 		m.Ack()
@@ -361,11 +369,11 @@ func (p *proc) onMessage(_ paho.Client, m paho.Message) {
 // answerError publishes an error result for a frame that cannot be
 // processed, so that its device counts it dropped instead of resending it
 // forever, and acknowledges the message once that is published.
-func (p *proc) answerError(m paho.Message, h wire.Head, reason string, cause error) {
+func (p *proc) answerError(m paho.Message, site string, h wire.Head, reason string, cause error) {
 	res, err := wire.MarshalResult(wire.ResultHead{Device: h.Device, Run: h.Run, Seq: h.Seq, Split: h.Split,
 		CaptureTS: time.Unix(0, h.CaptureTS), Error: fmt.Sprintf("%s: %v", reason, cause)}, nil)
 	if err == nil {
-		if err := mqttc.Publish(p.client, wire.ResultTopic(h.Device), 1, false, res); err != nil {
+		if err := mqttc.Publish(p.client, site+wire.ResultTopic(h.Device), 1, false, res); err != nil {
 			return // not acknowledged: the device resends and it is answered then
 		}
 	}
@@ -434,7 +442,7 @@ func (p *proc) handle(ctx context.Context, j *job) {
 			return
 		}
 	}
-	if err := mqttc.Publish(p.client, wire.ResultTopic(env.Device), 1, false, res); err != nil {
+	if err := mqttc.Publish(p.client, j.site+wire.ResultTopic(env.Device), 1, false, res); err != nil {
 		// Not acknowledged: the device resends after its resend_after.
 		p.seen.unclaim(j.key)
 		p.reject(FailedPublish, topic, env.Device, err)
@@ -444,13 +452,13 @@ func (p *proc) handle(ctx context.Context, j *job) {
 	if head.Error == "" {
 		p.mu.Lock()
 		p.stats.Results++
-		if _, ok := p.results[env.Device]; ok || len(p.results) < maxTrackedDevices {
-			p.results[env.Device]++
+		if _, ok := p.results[j.site+env.Device]; ok || len(p.results) < maxTrackedDevices {
+			p.results[j.site+env.Device]++
 		}
 		p.mu.Unlock()
 	}
 	if annotated != nil {
-		p.client.Publish(wire.AnnotatedTopic(env.Device), 0, false, annotated)
+		p.client.Publish(j.site+wire.AnnotatedTopic(env.Device), 0, false, annotated)
 	}
 	j.msg.Ack()
 }
@@ -467,7 +475,7 @@ func (p *proc) process(ctx context.Context, j *job) (res, annotated []byte, reas
 		var out tasks.Outcome
 		var err error
 		_, emu := emulate.Run(p.cfg.Emulate.Slowdown, func() { out, err = run() })
-		p.observe(env.Device, stage, emu)
+		p.observe(j.site+env.Device, stage, emu)
 		return out, err
 	}
 	done, err := tasks.Finish(ctx, pl, env, wrap)

@@ -24,6 +24,10 @@ type Config struct {
 	// Group is the shared-subscription group; cloudprocs in one group
 	// share the work.
 	Group string `toml:"group"`
+	// TopicPrefix is put before every device topic it reads and answers:
+	// "" on a LAN (today's topics), "sites/+/" to serve every site behind
+	// an upstream broker (answers go to the same site's prefix).
+	TopicPrefix string `toml:"topic_prefix"`
 	// Workers process frames in parallel; 0 means one per CPU.
 	Workers int `toml:"workers"`
 	// Queue bounds the frames waiting per device; more is shed (and
@@ -45,6 +49,8 @@ type Config struct {
 	// TelemetryInterval is the period of offload/_cloud/<id>/telemetry.
 	TelemetryInterval config.Duration `toml:"telemetry_interval"`
 	LogLevel          string          `toml:"log_level"`
+	// LogFormat is "text" (key=value lines) or "json" (one object a line).
+	LogFormat string `toml:"log_format"`
 	// Ready, if set, is called once, when cloudproc has announced itself
 	// online (its subscriptions acknowledged).
 	Ready   func() `toml:"-"`
@@ -69,6 +75,7 @@ func DefaultConfig() Config {
 		StatsInterval:     config.Duration(60 * time.Second),
 		TelemetryInterval: config.Duration(2 * time.Second),
 		LogLevel:          "info",
+		LogFormat:         "text",
 	}
 	c.Emulate.Slowdown = 1
 	return c
@@ -101,6 +108,9 @@ func (c *Config) Validate() error {
 	if err := wire.ValidateName(c.Group); err != nil {
 		return config.Errorf("group", "%v", err)
 	}
+	if err := wire.ValidateTopicPrefix(c.TopicPrefix); err != nil {
+		return config.Errorf("topic_prefix", "%v", err)
+	}
 	switch {
 	case c.Workers < 0 || c.Workers > 256:
 		return config.Errorf("workers", "must be 0 (one per CPU) to 256 (got %d)", c.Workers)
@@ -121,6 +131,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := config.ParseLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
+	}
+	if err := config.ParseFormat(c.LogFormat); err != nil {
+		return config.Errorf("log_format", "%v", err)
 	}
 	return nil
 }

@@ -22,8 +22,29 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("%q is not a log level (allowed: debug, info, warn, error)", s)
 }
 
-// NewLogger returns a text logger at the level (already validated).
-func NewLogger(w io.Writer, level, component string) *slog.Logger {
+// ParseFormat checks a log format: "text" (logfmt-style key=value lines,
+// the default; "" means text too) or "json" (one JSON object per line, for
+// log shippers).
+func ParseFormat(s string) error {
+	switch strings.ToLower(s) {
+	case "text", "", "json":
+		return nil
+	}
+	return fmt.Errorf("%q is not a log format (allowed: text, json)", s)
+}
+
+// NewLogger returns a logger writing to w at the level, in the format
+// ("text" or "json"), with every record carrying app=component. The level
+// and the format are already validated (ParseLevel, ParseFormat); an
+// invalid one falls back to info and text.
+func NewLogger(w io.Writer, level, format, component string) *slog.Logger {
 	l, _ := ParseLevel(level)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})).With("app", component)
+	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler
+	if strings.EqualFold(format, "json") {
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(h).With("app", component)
 }

@@ -5,6 +5,7 @@ package device
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/splitpoint/splitpoint/config"
@@ -18,6 +19,9 @@ const (
 	PolicyBlock      = "block"
 	PolicyDropOldest = "drop-oldest"
 )
+
+// MaxWorkers bounds the workers setting.
+const MaxWorkers = 64
 
 // Emulate configures the slower-device emulation.
 type Emulate struct {
@@ -42,6 +46,7 @@ type Config struct {
 	TargetFPS       float64         `toml:"target_fps"`
 	Frames          int             `toml:"frames"`
 	Window          int             `toml:"window"`
+	Workers         int             `toml:"workers"` // frames in the local stages at once (0: one per CPU)
 	Policy          string          `toml:"policy"`
 	MaxMessageBytes int             `toml:"max_message_bytes"`
 	MatCodec        string          `toml:"mat_codec"`
@@ -58,6 +63,8 @@ type Config struct {
 	ProbeInterval     config.Duration `toml:"probe_interval"`
 	ProbeBytes        int             `toml:"probe_bytes"`
 	LogLevel          string          `toml:"log_level"`
+	// LogFormat is "text" (key=value lines) or "json" (one object a line).
+	LogFormat string `toml:"log_format"`
 	// ReopenBackoffMax caps the backoff between attempts to reopen a live
 	// source (camera, rtsp, http) that dropped.
 	ReopenBackoffMax config.Duration `toml:"reopen_backoff_max"`
@@ -107,6 +114,7 @@ func DefaultConfig() Config {
 		ProbeInterval:     config.Duration(10 * time.Second),
 		ProbeBytes:        256 << 10,
 		LogLevel:          "info",
+		LogFormat:         "text",
 		ReopenBackoffMax:  config.Duration(tasks.DefaultReopenBackoffMax),
 		ReopenGiveUp:      config.Duration(tasks.DefaultReopenGiveUp),
 		MaxBadFrames:      tasks.DefaultMaxBadFrames,
@@ -176,6 +184,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("frames", "must be ≥ 0 (0 runs until stopped), got %d", c.Frames)
 	case c.Window < 1 || c.Window > 1024:
 		return config.Errorf("window", "must be 1..1024 (got %d)", c.Window)
+	case c.Workers < 0 || c.Workers > MaxWorkers:
+		return config.Errorf("workers", "must be 0..%d (0: one per CPU), got %d", MaxWorkers, c.Workers)
 	case c.Policy != PolicyBlock && c.Policy != PolicyDropOldest:
 		return config.Errorf("policy", "must be %q or %q (got %q)", PolicyBlock, PolicyDropOldest, c.Policy)
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
@@ -205,6 +215,9 @@ func (c *Config) Validate() error {
 	if _, err := config.ParseLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
 	}
+	if err := config.ParseFormat(c.LogFormat); err != nil {
+		return config.Errorf("log_format", "%v", err)
+	}
 	return nil
 }
 
@@ -226,6 +239,15 @@ func LoadConfig(path string) (Config, *config.File, error) {
 	return cfg, f, nil
 }
 
+// WorkerCount is the number of workers: Workers, or runtime.NumCPU() when
+// it is 0.
+func (c *Config) WorkerCount() int {
+	if c.Workers > 0 {
+		return c.Workers
+	}
+	return runtime.NumCPU()
+}
+
 // SourceOptions are the source recovery settings.
 func (c *Config) SourceOptions() tasks.SourceOptions {
 	giveUp := c.ReopenGiveUp.D()
@@ -237,6 +259,6 @@ func (c *Config) SourceOptions() tasks.SourceOptions {
 
 // String summarises the config for the start-up log line.
 func (c *Config) String() string {
-	return fmt.Sprintf("id=%s pipeline=%s split=%d mode=%s target_fps=%g source=%s window=%d policy=%s slowdown=%g",
-		c.ID, c.Pipeline, c.Split, c.Mode, c.TargetFPS, c.Source, c.Window, c.Policy, c.Emulate.Slowdown)
+	return fmt.Sprintf("id=%s pipeline=%s split=%d mode=%s target_fps=%g source=%s window=%d workers=%d policy=%s slowdown=%g",
+		c.ID, c.Pipeline, c.Split, c.Mode, c.TargetFPS, c.Source, c.Window, c.Workers, c.Policy, c.Emulate.Slowdown)
 }

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"strings"
 	"time"
 
+	"github.com/splitpoint/splitpoint/bridge"
 	"github.com/splitpoint/splitpoint/broker"
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -61,6 +64,32 @@ type TLS struct {
 // AuthOn reports whether authentication is on: a password file or a client CA
 // is configured.
 func (c *Config) AuthOn() bool { return c.Auth.PasswordFile != "" || c.TLS.ClientCAFile != "" }
+
+// Bridge configures the bridge to an upstream broker ([bridge]); off while
+// URL is empty.
+type Bridge struct {
+	// URL of the upstream broker: ssl://host:8883 (or tcp://).
+	URL string `toml:"url"`
+	// ClientID of the upstream session; default splitpoint-bridge-<site>.
+	ClientID string `toml:"client_id"`
+	// Credentials: username, password_file, ca_file, cert_file, key_file.
+	mqttc.Credentials
+	// Site is this gateway's name on the upstream.
+	Site string `toml:"site"`
+	// RemotePrefix is the upstream prefix of this site's topics; default
+	// sites/<site>/.
+	RemotePrefix string `toml:"remote_prefix"`
+	// SpoolDir holds the disk spool; SpoolMaxBytes bounds it (oldest
+	// discarded past it).
+	SpoolDir      string `toml:"spool_dir"`
+	SpoolMaxBytes int64  `toml:"spool_max_bytes"`
+	// MaxInflight bounds the publishes awaiting the upstream's PUBACK.
+	MaxInflight int `toml:"max_inflight"`
+	// ProbeInterval and ProbeBytes: a link probe when no large publish
+	// measured the link for this long ("0s": never).
+	ProbeInterval config.Duration `toml:"probe_interval"`
+	ProbeBytes    int             `toml:"probe_bytes"`
+}
 
 // Addrs are the addresses the broker listens on, with the real ports.
 type Addrs struct {
@@ -122,11 +151,14 @@ type Config struct {
 	// StatsInterval is how often broker counters are logged; 0 disables.
 	StatsInterval config.Duration `toml:"stats_interval"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel      string        `toml:"log_level"`
+	LogLevel string `toml:"log_level"`
+	// LogFormat is "text" (key=value lines) or "json" (one object a line).
+	LogFormat     string        `toml:"log_format"`
 	Control       Control       `toml:"control"`
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
 	Auth          Auth          `toml:"auth"`
 	TLS           TLS           `toml:"tls"`
+	Bridge        Bridge        `toml:"bridge"`
 
 	// Ready, if set, is called once the broker listens, with its
 	// addresses (the real ports when port 0 was asked for).
@@ -172,6 +204,7 @@ func DefaultConfig() Config {
 		MaxRetainedBytes:    broker.DefaultMaxRetainedBytes,
 		StatsInterval:       config.Duration(60 * time.Second),
 		LogLevel:            "info",
+		LogFormat:           "text",
 		Control: Control{
 			Period:    config.Duration(2 * time.Second),
 			Margin:    0.10,
@@ -183,12 +216,17 @@ func DefaultConfig() Config {
 		},
 		HomeAssistant: HomeAssistant{Enabled: true, Prefix: "homeassistant"},
 		Auth:          Auth{Cloud: []string{}, Admin: []string{}},
+		Bridge: Bridge{SpoolMaxBytes: 256 << 20, MaxInflight: bridge.DefaultMaxInflight,
+			ProbeInterval: config.Duration(bridge.DefaultProbeInterval), ProbeBytes: bridge.DefaultProbeBytes},
 	}
 }
 
 // Validate checks every field.
 func (c *Config) Validate() error {
 	if err := c.validateAccess(); err != nil {
+		return err
+	}
+	if err := c.validateBridge(); err != nil {
 		return err
 	}
 	k := c.Control
@@ -241,6 +279,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := config.ParseLevel(c.LogLevel); err != nil {
 		return config.Errorf("log_level", "%v", err)
+	}
+	if err := config.ParseFormat(c.LogFormat); err != nil {
+		return config.Errorf("log_format", "%v", err)
 	}
 	return nil
 }
@@ -306,6 +347,50 @@ func (c *Config) validateAccess() error {
 			}
 			seen[n] = l.key
 		}
+	}
+	return nil
+}
+
+// remotePrefix is the bridge's upstream prefix ("" without a bridge).
+func (c *Config) remotePrefix() string {
+	switch {
+	case c.Bridge.URL == "":
+		return ""
+	case c.Bridge.RemotePrefix != "":
+		return c.Bridge.RemotePrefix
+	}
+	return wire.SitePrefix(c.Bridge.Site)
+}
+
+// validateBridge checks [bridge] when it is on.
+func (c *Config) validateBridge() error {
+	b := c.Bridge
+	if b.URL == "" {
+		return nil
+	}
+	if err := mqttc.ValidateBroker(b.URL); err != nil {
+		return config.Errorf("bridge.url", "%v", err)
+	}
+	if key, err := b.Credentials.Check(b.URL); err != nil {
+		return config.Errorf("bridge."+key, "%v", err)
+	}
+	if err := wire.ValidateName(b.Site); err != nil {
+		return config.Errorf("bridge.site", "%v", err)
+	}
+	if err := wire.ValidateTopicPrefix(b.RemotePrefix); err != nil || strings.Contains(b.RemotePrefix, "+") {
+		return config.Errorf("bridge.remote_prefix", "must be levels of names ending with / (no +, #, leading / or $) (got %q)", b.RemotePrefix)
+	}
+	switch {
+	case b.SpoolDir == "":
+		return config.Errorf("bridge.spool_dir", "a bridge needs a directory for its spool, e.g. /var/lib/splitpoint/spool")
+	case b.SpoolMaxBytes < 1<<20 || b.SpoolMaxBytes > 1<<40:
+		return config.Errorf("bridge.spool_max_bytes", "must be 1048576..1099511627776 (got %d)", b.SpoolMaxBytes)
+	case b.MaxInflight < 1 || b.MaxInflight > 65535:
+		return config.Errorf("bridge.max_inflight", "must be 1..65535 (got %d)", b.MaxInflight)
+	case b.ProbeInterval < 0 || (b.ProbeInterval > 0 && b.ProbeInterval.D() < time.Second):
+		return config.Errorf("bridge.probe_interval", "must be 0s (off) or at least 1s (got %v)", b.ProbeInterval.D())
+	case b.ProbeBytes < 1024 || b.ProbeBytes > 16<<20:
+		return config.Errorf("bridge.probe_bytes", "must be 1024..16777216 (got %d)", b.ProbeBytes)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/splitpoint/splitpoint/bridge"
 	"github.com/splitpoint/splitpoint/broker"
 	"github.com/splitpoint/splitpoint/tasks"
 )
@@ -37,6 +38,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	pl := newPlane(cfg, b.Server(), log)
 	if err := pl.subscribe(); err != nil {
 		return err
+	}
+	if cfg.Bridge.URL != "" {
+		br, err := bridge.Start(ctx, cfg.bridgeConfig(), b.Server(), log)
+		if err != nil {
+			return err
+		}
+		defer br.Close()
+		pl.link = func() bridge.Link { return br.Stats().Link }
 	}
 	planeCtx, stopPlane := context.WithCancel(ctx)
 	planeDone := make(chan struct{})
@@ -130,4 +139,14 @@ func preauthSummary(st broker.SecurityStats) map[string]int64 {
 		sum["max_preauth_bytes"] = max(sum["max_preauth_bytes"], g.PreAuthMaxBytes)
 	}
 	return sum
+}
+
+// bridgeConfig is the bridge's configuration from [bridge].
+func (cfg *Config) bridgeConfig() bridge.Config {
+	b := cfg.Bridge
+	return bridge.Config{
+		URL: b.URL, ClientID: b.ClientID, Credentials: b.Credentials, Site: b.Site, RemotePrefix: b.RemotePrefix,
+		SpoolDir: b.SpoolDir, SpoolMaxBytes: b.SpoolMaxBytes, MaxInflight: b.MaxInflight,
+		ProbeInterval: b.ProbeInterval.D(), ProbeBytes: b.ProbeBytes, Stages: tasks.StageNames(),
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/splitpoint/splitpoint/bridge"
 	"github.com/splitpoint/splitpoint/controller"
 	"github.com/splitpoint/splitpoint/wire"
 )
@@ -81,6 +82,9 @@ type plane struct {
 	repaired atomic.Int64
 	devs     map[string]*dev
 	clouds   map[string]*cloudInfo
+	// link, with a bridge, is what the bridge measures of its link to the
+	// upstream: the uplink every device behind this gateway shares.
+	link func() bridge.Link
 	// Malformed messages, counted per kind and logged once per kind and
 	// device.
 	badMu  sync.Mutex
@@ -180,6 +184,9 @@ func (p *plane) params() controller.Params {
 }
 
 func (p *plane) handle(ev event) {
+	if ev.topic == wire.BridgeStatusTopic {
+		return // the bridge's own health, matched by offload/+/status
+	}
 	if p.cfg.HomeAssistant.Enabled && ev.topic == wire.HAStatusTopic(p.cfg.HomeAssistant.Prefix) {
 		if string(ev.payload) == "online" {
 			p.log.Info("Home Assistant is online; announcing devices again")
@@ -320,6 +327,12 @@ func (p *plane) onCloudTelemetry(id string, ev event) {
 	c := p.cloud(id)
 	c.tele = &t
 	for devID, cd := range t.Devices {
+		if prefix := p.cfg.remotePrefix(); prefix != "" {
+			var ok bool
+			if devID, ok = strings.CutPrefix(devID, prefix); !ok {
+				continue // another site's device
+			}
+		}
 		if d := p.devs[devID]; d != nil {
 			for stage, v := range cd.StagesMS {
 				if v >= 0 && !math.IsNaN(v) && len(d.cloudMS) < 64 {
@@ -497,6 +510,20 @@ func (p *plane) control(now time.Time) {
 			}
 		}
 	}
+	// With a bridge, every device's uplink is the bridge's link, shared
+	// equally by the devices that stream.
+	shareBps := 0.0
+	if p.link != nil {
+		active := 0
+		for _, d := range p.devs {
+			if d.online && d.tele != nil {
+				active++
+			}
+		}
+		if l := p.link(); l.CapacityBps > 0 && active > 0 {
+			shareBps = l.CapacityBps / float64(active)
+		}
+	}
 	for _, d := range p.devs {
 		if !d.online || d.mode != wire.ModeAuto || d.tele == nil || !d.teleNew {
 			continue
@@ -508,6 +535,9 @@ func (p *plane) control(now time.Time) {
 			continue
 		}
 		snap := snapshot(t, d, now, cloudOnline, workers)
+		if p.link != nil {
+			snap.UplinkBps = shareBps // the LAN's PUBACKs say nothing about the link that matters
+		}
 		dec := d.ctrl.Step(snap)
 		if dec.Changed && dec.Split >= 1 && dec.Split < d.stages {
 			d.split = dec.Split
@@ -521,7 +551,7 @@ func snapshot(t *wire.Telemetry, d *dev, now time.Time, cloudOnline bool, worker
 	n := d.stages
 	s := controller.Snapshot{
 		Now: time.Duration(now.UnixNano()), Split: t.Split, Stages: n, Target: d.target, MeasuredFPS: t.FPS,
-		SourceFPS: t.SourceFPS, OverheadMS: t.OverheadMS, CloudWorkers: math.Max(workers, 1), CloudOnline: cloudOnline && t.CloudOnline,
+		SourceFPS: t.SourceFPS, OverheadMS: t.OverheadMS, DeviceWorkers: float64(t.Workers), CloudWorkers: math.Max(workers, 1), CloudOnline: cloudOnline && t.CloudOnline,
 		DeviceMS: make([]float64, n), CloudMS: make([]float64, n), Bytes: make([]float64, n),
 	}
 	for i, st := range t.Stages {

@@ -86,7 +86,7 @@ func AdminRules(haPrefix string) AccessRules {
 		Subscribe: []string{
 			StatusFilter, TelemetryFilter, StateFilter, ResultFilter, Root + "/+/annotated",
 			ControlSplitFilter, ControlErrorTopic("+"), Root + "/+/control/+/set",
-			CloudStatusFilter, CloudTelemetryFilter, haPrefix + "/#", "$SYS/#",
+			CloudStatusFilter, CloudTelemetryFilter, BridgeStatusTopic, haPrefix + "/#", "$SYS/#",
 		},
 	}
 }

@@ -99,11 +99,13 @@ func CloudStatusTopic(id string) string { return Root + "/" + cloudLevel + "/" +
 // CloudStatusFilter matches every cloudproc's status topic.
 const CloudStatusFilter = Root + "/" + cloudLevel + "/+/status"
 
-// StageFilter matches the given stage's topic for every device. With a
-// non-empty group it is a shared subscription ($share/<group>/...), so that
-// each message goes to one member of the group.
-func StageFilter(group, stage string) string {
-	f := Root + "/+/" + stage
+// StageFilter matches the given stage's topic for every device, under
+// prefix (a cloudproc's topic_prefix, "" on a LAN; "sites/+/" serves every
+// site behind an upstream broker). With a non-empty group it is a shared
+// subscription ($share/<group>/...), so that each message goes to one
+// member of the group.
+func StageFilter(group, prefix, stage string) string {
+	f := prefix + Root + "/+/" + stage
 	if group != "" {
 		f = "$share/" + group + "/" + f
 	}
@@ -167,3 +169,85 @@ const SysSessionsTopic = "$SYS/broker/splitpoint/sessions"
 // SysSecurityTopic is where the gateway's broker publishes its
 // authentication and authorisation counters (retained JSON).
 const SysSecurityTopic = "$SYS/broker/splitpoint/security"
+
+// bridgeLevel is the second topic level of the gateway's bridge topics; it
+// starts with an underscore, which no device name can.
+const bridgeLevel = "_bridge"
+
+// BridgeStatusTopic is where the gateway publishes its bridge's health
+// (retained JSON): offload/_bridge/status.
+const BridgeStatusTopic = Root + "/" + bridgeLevel + "/status"
+
+// BridgeProbeTopic is where a bridge sends its link probes on the upstream
+// broker, under its site prefix (no one subscribes; the broker
+// acknowledges): <prefix>offload/_bridge/probe.
+func BridgeProbeTopic(prefix string) string { return prefix + Root + "/" + bridgeLevel + "/probe" }
+
+// SitePrefix is the default remote prefix of a site's topics on an
+// upstream broker: sites/<site>/.
+func SitePrefix(site string) string { return "sites/" + site + "/" }
+
+// SiteFilterPrefix is the cloudproc topic_prefix that serves every site
+// behind an upstream broker: sites/+/.
+const SiteFilterPrefix = "sites/+/"
+
+// BridgeUpFilters are the local topics a gateway's bridge sends up (under
+// its remote prefix): every stage's state, and the devices' status, state
+// and telemetry (small; for a cloud dashboard). They are disjoint from
+// BridgeDownFilters: no message can loop.
+func BridgeUpFilters(stages []string) []string {
+	f := make([]string, 0, len(stages)+3)
+	for _, s := range stages {
+		f = append(f, StageTopic("+", s))
+	}
+	return append(f, StatusFilter, StateFilter, TelemetryFilter)
+}
+
+// BridgeDownFilters are the upstream topics a bridge brings down: the
+// site's results and annotated frames (under prefix, which is stripped),
+// and every cloudproc's status and telemetry (not prefixed: one cloudproc
+// pool serves every site).
+func BridgeDownFilters(prefix string) []string {
+	return []string{prefix + ResultFilter, prefix + Root + "/+/annotated", CloudStatusFilter, CloudTelemetryFilter}
+}
+
+// CutTopicPrefix matches the first levels of topic against prefix, a topic
+// prefix that ends with "/" and may hold "+" levels ("sites/+/"), and
+// returns the levels it matched (the site's actual prefix,
+// "sites/home/") and the rest. An empty prefix matches every topic.
+func CutTopicPrefix(prefix, topic string) (actual, rest string, ok bool) {
+	if prefix == "" {
+		return "", topic, true
+	}
+	pl := strings.Split(strings.TrimSuffix(prefix, "/"), "/")
+	n := 0
+	for _, level := range pl {
+		i := strings.IndexByte(topic[n:], '/')
+		if i < 0 {
+			return "", "", false
+		}
+		got := topic[n : n+i]
+		if (level != "+" && got != level) || got == "" {
+			return "", "", false
+		}
+		n += i + 1
+	}
+	return topic[:n], topic[n:], true
+}
+
+// ValidateTopicPrefix checks a topic prefix: "" or levels ending with "/",
+// each a name or "+", no "#", not starting with "$" or "/".
+func ValidateTopicPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if !strings.HasSuffix(prefix, "/") || strings.HasPrefix(prefix, "/") || strings.HasPrefix(prefix, "$") || strings.Contains(prefix, "#") {
+		return fmt.Errorf("topic prefix %q must end with /, and not start with / or $ or hold #", prefix)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(prefix, "/"), "/") {
+		if l == "" || (l != "+" && strings.Contains(l, "+")) {
+			return fmt.Errorf("topic prefix %q: every level must be a name or +", prefix)
+		}
+	}
+	return nil
+}

@@ -24,16 +24,17 @@ func TestValidateName(t *testing.T) {
 
 func TestTopics(t *testing.T) {
 	for got, want := range map[string]string{
-		wire.StageTopic("pi1", "hsv"): "offload/pi1/hsv",
-		wire.ResultTopic("pi1"):       "offload/pi1/result",
-		wire.StatusTopic("pi1"):       "offload/pi1/status",
-		wire.AnnotatedTopic("pi1"):    "offload/pi1/annotated",
-		wire.TelemetryTopic("pi1"):    "offload/pi1/telemetry",
-		wire.CloudStatusTopic("c1"):   "offload/_cloud/c1/status",
-		wire.StageFilter("g", "mask"): "$share/g/offload/+/mask",
-		wire.StageFilter("", "mask"):  "offload/+/mask",
-		wire.ResultFilter:             "offload/+/result",
-		wire.CloudStatusFilter:        "offload/_cloud/+/status",
+		wire.StageTopic("pi1", "hsv"):             "offload/pi1/hsv",
+		wire.ResultTopic("pi1"):                   "offload/pi1/result",
+		wire.StatusTopic("pi1"):                   "offload/pi1/status",
+		wire.AnnotatedTopic("pi1"):                "offload/pi1/annotated",
+		wire.TelemetryTopic("pi1"):                "offload/pi1/telemetry",
+		wire.CloudStatusTopic("c1"):               "offload/_cloud/c1/status",
+		wire.StageFilter("g", "", "mask"):         "$share/g/offload/+/mask",
+		wire.StageFilter("", "", "mask"):          "offload/+/mask",
+		wire.StageFilter("g", "sites/+/", "mask"): "$share/g/sites/+/offload/+/mask",
+		wire.ResultFilter:                         "offload/+/result",
+		wire.CloudStatusFilter:                    "offload/_cloud/+/status",
 	} {
 		if got != want {
 			t.Errorf("%q, want %q", got, want)

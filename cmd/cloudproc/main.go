@@ -37,7 +37,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := config.NewLogger(os.Stderr, cfg.LogLevel, "cloudproc")
+	log := config.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat, "cloudproc")
 	if _, err := cloudproc.Run(ctx, cfg, os.Stdout, log); err != nil {
 		fmt.Fprintln(os.Stderr, "cloudproc:", err)
 		os.Exit(1)

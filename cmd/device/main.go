@@ -47,7 +47,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := config.NewLogger(os.Stderr, cfg.LogLevel, "device")
+	log := config.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat, "device")
 	sum, err := device.Run(ctx, cfg, os.Stdout, log)
 	if sum.Run != "" {
 		fmt.Println(sum.String())

@@ -34,7 +34,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := config.NewLogger(os.Stderr, cfg.LogLevel, "gateway")
+	log := config.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat, "gateway")
 	if err := gateway.Run(ctx, cfg, os.Stdout, log); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
