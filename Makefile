@@ -8,7 +8,7 @@ TOOLS       := $(CURDIR)/.tools/bin
 DEBS        := pkg-config libopencv-dev
 # The tests' real tools: mosquitto_passwd (mosquitto), mosquitto_sub/_pub,
 # htpasswd (apache2-utils), openssl (scripts/gen-certs.sh).
-TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd
+TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd iproute2
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # make install: binaries to $(DESTDIR)$(PREFIX)/bin, configs to
@@ -20,7 +20,7 @@ SYSCONFDIR  ?= /etc
 UNITDIR     ?= /etc/systemd/system
 BINSRC      ?= bin
 
-.PHONY: all build install test demo bench sim deps tools vet staticcheck fuzz clean
+.PHONY: all build install test test-system check demo bench sim deps tools vet staticcheck fmt fuzz clean
 
 all: build
 
@@ -45,7 +45,7 @@ build: deps
 # the user's) and the systemd units of deploy/systemd, whose ExecStart paths
 # are rewritten for PREFIX and SYSCONFDIR. Run it as yourself: it builds as
 # you and writes through sudo when not root (not into a DESTDIR). Creates no
-# user: it prints the commands that do (deploy/README-pi.md).
+# user: it prints the commands that do (README: Running on a Raspberry Pi).
 install: ISUDO = $(if $(DESTDIR),,$(SUDO))
 install: $(if $(filter bin,$(BINSRC)),build)
 	$(ISUDO) mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/splitpoint $(DESTDIR)$(UNITDIR)
@@ -73,16 +73,34 @@ install: $(if $(filter bin,$(BINSRC)),build)
 vet: deps
 	$(GO) vet ./...
 	$(GO) vet -tags matprofile ./...
+	$(GO) vet -tags system ./e2e/
 
 staticcheck: deps tools
 	$(TOOLS)/staticcheck ./...
+	$(TOOLS)/staticcheck -tags system ./e2e/
 
-# Unit, codec, fuzz-corpus and end-to-end tests, with the race detector and
-# gocv's Mat leak profile.
-test: EXTRA_DEBS = $(TEST_DEBS)
-test: deps tools vet staticcheck
+fmt:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# Everything CI runs: lint, then unit, codec, fuzz-corpus and end-to-end
+# tests with the race detector and gocv's Mat leak profile, then the long
+# system tests.
+test: EXTRA_DEBS = $(TEST_DEBS)
+test: deps tools vet staticcheck fmt
 	$(GO) test -race -tags matprofile -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory test-system
+
+# The long system tests (build tag "system"): the thin uplink through
+# network namespaces and tc tbf (needs root; SPLITPOINT_SKIP_NETNS=1 opts
+# out, loudly).
+test-system: EXTRA_DEBS = $(TEST_DEBS)
+test-system: deps
+	$(GO) test -race -tags 'matprofile system' -count=1 -timeout 20m -run '^TestSystem' -v ./e2e/
+
+# The developer's inner loop: lint and every package's tests but the
+# end-to-end ones, without the race detector.
+check: deps tools vet staticcheck fmt
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e$$)
 
 # gateway + cloudproc + one device (synthetic source at 30 fps, CPU emulated
 # 12× slower, automatic split, target 25 fps).

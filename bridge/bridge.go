@@ -270,6 +270,9 @@ func (b *Bridge) nudge() {
 // publisher's goroutine).
 func (b *Bridge) onLocal(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 	topic, payload, retain := pk.TopicName, pk.Payload, pk.FixedHeader.Retain
+	if _, leaf, err := wire.ParseDeviceTopic(topic); err == nil && (leaf == "status" || leaf == "state") {
+		retain = true // retained topics stay retained upstream, however mochi delivered them
+	}
 	c, up := b.isConnected()
 	if pk.FixedHeader.Qos == 0 {
 		if !up {
@@ -362,8 +365,12 @@ func (b *Bridge) onUpstream(_ paho.Client, m paho.Message) {
 	defer m.Ack()
 	topic := m.Topic()
 	local, ok := strings.CutPrefix(topic, b.prefix)
+	retain := m.Retained()
 	if id, err := wire.ParseCloudStatusTopic(topic); err == nil {
-		local, ok = topic, true
+		// Retained on the LAN whatever the delivery: MQTT clears the retain
+		// flag of a live message, and a device that connects later must
+		// still learn the status.
+		local, ok, retain = topic, true, true
 		b.mu.Lock()
 		if len(b.clouds) < maxClouds || b.clouds[id] {
 			b.clouds[id] = true
@@ -375,7 +382,7 @@ func (b *Bridge) onUpstream(_ paho.Client, m paho.Message) {
 	if !ok {
 		return // not ours (the subscriptions make this impossible)
 	}
-	if err := b.srv.Publish(local, m.Payload(), m.Retained(), m.Qos()); err != nil {
+	if err := b.srv.Publish(local, m.Payload(), retain, m.Qos()); err != nil {
 		b.log.Warn("cannot publish locally", "topic", local, "error", err)
 		return
 	}

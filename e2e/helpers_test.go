@@ -68,8 +68,15 @@ type proc struct {
 // its output if the test failed.
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startCmd(t, name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// startCmd runs cmd (a binary, or one wrapped by ip netns exec) like start.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
 	p := &proc{name: name, stdout: &testutil.Buffer{}, stderr: &testutil.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
+	p.cmd = cmd
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
