@@ -44,6 +44,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/splitpoint/splitpoint/internal/tick"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/wire"
 )
@@ -397,32 +398,17 @@ func (b *Bridge) probe(ctx context.Context) {
 		return
 	}
 	payload := make([]byte, b.cfg.ProbeBytes)
-	t := time.NewTicker(b.cfg.ProbeInterval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			c, up := b.isConnected()
-			if up && b.link.capacityAge(now) >= b.cfg.ProbeInterval && b.inflight.Load() < int64(b.cfg.MaxInflight) {
-				b.send(c, 0, wire.BridgeProbeTopic(b.prefix), payload, false)
-			}
+	tick.Every(ctx, b.cfg.ProbeInterval/2, func(now time.Time) bool {
+		c, up := b.isConnected()
+		if up && b.link.capacityAge(now) >= b.cfg.ProbeInterval && b.inflight.Load() < int64(b.cfg.MaxInflight) {
+			b.send(c, 0, wire.BridgeProbeTopic(b.prefix), payload, false)
 		}
-	}
+		return true
+	})
 }
 
 func (b *Bridge) statusLoop(ctx context.Context) {
-	t := time.NewTicker(statusEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b.publishStatus()
-		}
-	}
+	tick.Every(ctx, statusEvery, func(time.Time) bool { b.publishStatus(); return true })
 }
 
 // publishStatus publishes the Stats, retained, on wire.BridgeStatusTopic.

@@ -260,24 +260,7 @@ func TestBridgeEverySplitThroughMosquitto(t *testing.T) {
 	col := newCollector(t, broker)
 	const frames = 40
 	src := "synthetic:?fps=0&seed=5"
-	var reference []result
-	for k := 1; k <= 6; k++ {
-		sum := runDevice(t, broker, "--id", "pi1", "--source", src, "--frames", fmt.Sprint(frames), "--split", fmt.Sprint(k))
-		if sum.captured != frames || sum.results != frames || sum.drops != 0 || sum.badResults != 0 {
-			t.Fatalf("split %d: %+v", k, sum)
-		}
-		waitFor(t, 30*time.Second, "every result at the collector", func() bool { return col.count(sum.run) >= frames })
-		res := exactlyOnce(t, col.run(t, sum.run), "pi1", frames)
-		if k == 1 {
-			reference = res
-			continue
-		}
-		for i := range res {
-			if res[i].values() != reference[i].values() {
-				t.Errorf("split %d seq %d: %s\nsplit 1 gave:  %s", k, i, res[i].values(), reference[i].values())
-			}
-		}
-	}
+	everySplitIdentical(t, broker, col, frames, src)
 	st := bridgeStatus(t, broker)
 	if st["connected"] != true || st["acknowledged"].(float64) < frames || st["spool"].(map[string]any)["messages"].(float64) != 0 {
 		t.Errorf("bridge status %v: want connected, acknowledged publishes, an empty spool", st)

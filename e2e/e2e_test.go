@@ -61,33 +61,7 @@ func TestEverySplitGivesOneIdenticalResultPerFrame(t *testing.T) {
 	const frames = 240
 	src := "synthetic:?fps=0&seed=5"
 	o, _ := source.ParseSynthetic(src)
-	var reference []result
-	for k := 1; k <= 6; k++ {
-		sum := runDevice(t, broker, "--id", "pi1", "--source", src, "--frames", fmt.Sprint(frames), "--split", fmt.Sprint(k))
-		if sum.captured != frames || sum.results != frames || sum.drops != 0 || sum.duplicates != 0 {
-			t.Fatalf("split %d: %+v", k, sum)
-		}
-		waitFor(t, 30*time.Second, "every result at the collector", func() bool { return col.count(sum.run) >= frames })
-		res := exactlyOnce(t, col.run(t, sum.run), "pi1", frames)
-		for _, r := range res {
-			if r.Split != k {
-				t.Fatalf("split %d: result of seq %d says split %d", k, r.Seq, r.Split)
-			}
-			if _, err := time.Parse(time.RFC3339Nano, r.CaptureTS); err != nil {
-				t.Fatalf("capture_ts %q: %v", r.CaptureTS, err)
-			}
-		}
-		if k == 1 {
-			reference = res
-			checkTruth(t, "split 1", o, res)
-			continue
-		}
-		for i := range res {
-			if res[i].values() != reference[i].values() {
-				t.Errorf("split %d seq %d: %s\nsplit 1 gave:  %s", k, i, res[i].values(), reference[i].values())
-			}
-		}
-	}
+	checkTruth(t, "split 1", o, everySplitIdentical(t, broker, col, frames, src))
 }
 
 func TestTwoDevicesAtOnceAreNotMixedUp(t *testing.T) {

@@ -359,3 +359,40 @@ func lines(s string) []string {
 	}
 	return out
 }
+
+// everySplitIdentical runs device pi1 on src for frames frames at every
+// split 1..6 through broker (extra: more device arguments), and checks that
+// each run gets exactly one result per frame at col, each saying its split,
+// and that the results are identical across splits. It returns split 1's
+// results, ordered by seq.
+func everySplitIdentical(t *testing.T, broker string, col *collector, frames int, src string, extra ...string) []result {
+	t.Helper()
+	var reference []result
+	for k := 1; k <= 6; k++ {
+		args := append([]string{"--id", "pi1", "--source", src, "--frames", fmt.Sprint(frames), "--split", fmt.Sprint(k)}, extra...)
+		sum := runDevice(t, broker, args...)
+		if sum.captured != frames || sum.results != frames || sum.drops != 0 || sum.duplicates != 0 || sum.badResults != 0 {
+			t.Fatalf("split %d: %+v", k, sum)
+		}
+		waitFor(t, 30*time.Second, "every result at the collector", func() bool { return col.count(sum.run) >= frames })
+		res := exactlyOnce(t, col.run(t, sum.run), "pi1", frames)
+		for _, r := range res {
+			if r.Split != k {
+				t.Fatalf("split %d: result of seq %d says split %d", k, r.Seq, r.Split)
+			}
+			if _, err := time.Parse(time.RFC3339Nano, r.CaptureTS); err != nil {
+				t.Fatalf("capture_ts %q: %v", r.CaptureTS, err)
+			}
+		}
+		if k == 1 {
+			reference = res
+			continue
+		}
+		for i := range res {
+			if res[i].values() != reference[i].values() {
+				t.Errorf("split %d seq %d: %s\nsplit 1 gave:  %s", k, i, res[i].values(), reference[i].values())
+			}
+		}
+	}
+	return reference
+}

@@ -174,24 +174,7 @@ func TestSecuredEveryStageEverySplit(t *testing.T) {
 	const frames = 30
 	src := "synthetic:?fps=0&seed=9"
 	pi1 := s.clientConfig(t, "pi1", "pi1", "")
-	var reference []result
-	for k := 1; k <= 6; k++ {
-		sum := runDevice(t, s.tls, "-c", pi1, "--id", "pi1", "--source", src, "--frames", fmt.Sprint(frames), "--split", fmt.Sprint(k))
-		if sum.captured != frames || sum.results != frames || sum.drops != 0 || sum.duplicates != 0 || sum.badResults != 0 {
-			t.Fatalf("split %d: %+v", k, sum)
-		}
-		waitFor(t, 30*time.Second, "every result at the admin's collector", func() bool { return col.count(sum.run) >= frames })
-		res := exactlyOnce(t, col.run(t, sum.run), "pi1", frames)
-		if k == 1 {
-			reference = res
-			continue
-		}
-		for i := range res {
-			if res[i].values() != reference[i].values() {
-				t.Errorf("split %d seq %d: %s\nsplit 1 gave:  %s", k, i, res[i].values(), reference[i].values())
-			}
-		}
-	}
+	everySplitIdentical(t, s.tls, col, frames, src, "-c", pi1)
 	// A device by client certificate (mutual TLS, no password), and pi2
 	// whose password line htpasswd -B wrote (bcrypt).
 	if sum := runDevice(t, s.tls, "-c", s.clientConfig(t, "pi3", "", "pi3"), "--id", "pi3", "--source", src, "--frames", "20", "--split", "3"); sum.results != 20 {
