@@ -8,7 +8,7 @@ TOOLS       := $(CURDIR)/.tools/bin
 DEBS        := pkg-config libopencv-dev
 # The tests' real tools: mosquitto_passwd (mosquitto), mosquitto_sub/_pub,
 # htpasswd (apache2-utils), openssl (scripts/gen-certs.sh).
-TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd iproute2
+TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd iproute2 chromium
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # make install: binaries to $(DESTDIR)$(PREFIX)/bin, configs to
