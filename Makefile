@@ -8,7 +8,7 @@ TOOLS       := $(CURDIR)/.tools/bin
 DEBS        := pkg-config libopencv-dev
 # The tests' real tools: mosquitto_passwd (mosquitto), mosquitto_sub/_pub,
 # htpasswd (apache2-utils), openssl (scripts/gen-certs.sh).
-TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd iproute2 chromium
+TEST_DEBS   := mosquitto mosquitto-clients apache2-utils openssl systemd iproute2 chromium prometheus
 DURATION    ?=
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # make install: binaries to $(DESTDIR)$(PREFIX)/bin, configs to
@@ -108,11 +108,14 @@ check: deps tools vet staticcheck fmt
 demo: build
 	DURATION=$(DURATION) ./scripts/demo.sh
 
-# Per-stage and codec benchmarks, then the pipeline at every split over
-# loopback (frames/s, p50/p99 capture→result latency).
+# Per-stage and codec benchmarks, then cmd/bench's report: a plain OpenCV
+# loop vs the real binaries at every split, and the gateway's broker vs
+# mosquitto vs raw TCP (medians of interleaved rounds; README: Benchmarks).
+# make bench BENCHFLAGS='-rounds 5 -profile prof' passes flags to it.
+bench: EXTRA_DEBS = $(TEST_DEBS)
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./tasks/... ./wire/...
-	$(GO) run ./cmd/bench
+	$(GO) run ./cmd/bench $(BENCHFLAGS)
 
 # The split controller's simulation report (deterministic, virtual clock).
 sim:

@@ -87,6 +87,8 @@ type proc struct {
 	perf    map[string]map[string]float64
 	results map[string]int
 	busy    time.Duration
+	// mx is kept for the metrics alone (metrics.go).
+	mx metricsState
 }
 
 // Run connects, announces itself once its subscriptions are acknowledged,
@@ -98,6 +100,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		return Stats{}, err
 	}
 	p := newProc(cfg, log)
+	defer p.serveMetrics().Close() // nil when off
 	announced := make(chan struct{})
 	if err := p.connect(ctx, announced); err != nil {
 		return Stats{}, err
@@ -129,6 +132,7 @@ func newProc(cfg Config, log *slog.Logger) *proc {
 		logged:  map[string]bool{},
 		perf:    map[string]map[string]float64{},
 		results: map[string]int{},
+		mx:      metricsState{forgetAfter: cfg.MetricsForgetAfter.D()},
 	}
 }
 
@@ -421,8 +425,10 @@ func (p *proc) worker(ctx context.Context) {
 func (p *proc) handle(ctx context.Context, j *job) {
 	start := time.Now()
 	defer func() {
+		took := time.Since(start)
 		p.mu.Lock()
-		p.busy += time.Since(start)
+		p.busy += took
+		p.mx.busy += took
 		p.mu.Unlock()
 	}()
 	env, topic := j.env, j.msg.Topic()
@@ -449,14 +455,15 @@ func (p *proc) handle(ctx context.Context, j *job) {
 		return
 	}
 	p.seen.done(j.key, res)
+	p.mu.Lock()
+	p.mx.answered(j.site+env.Device, head.Error == "", time.Now())
 	if head.Error == "" {
-		p.mu.Lock()
 		p.stats.Results++
 		if _, ok := p.results[j.site+env.Device]; ok || len(p.results) < maxTrackedDevices {
 			p.results[j.site+env.Device]++
 		}
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
 	if annotated != nil {
 		p.client.Publish(j.site+wire.AnnotatedTopic(env.Device), 0, false, annotated)
 	}
@@ -498,6 +505,7 @@ func (p *proc) observe(device, stage string, d time.Duration) {
 	v := float64(d) / 1e6
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.mx.observeStage(stage, d)
 	m, ok := p.perf[device]
 	if !ok {
 		if len(p.perf) >= maxTrackedDevices {
@@ -523,6 +531,7 @@ func (p *proc) telemetry(now time.Time, dt time.Duration) wire.CloudTelemetry {
 		Received: s.Received, Results: s.Results, Duplicates: s.Duplicates, Replayed: s.Replayed, Rejected: s.Rejected}
 	if dt > 0 {
 		t.Utilisation = math.Round(1000*p.busy.Seconds()/(dt.Seconds()*float64(p.cfg.workers()))) / 1000
+		p.mx.utilisation = t.Utilisation
 	}
 	for dev, stages := range p.perf {
 		cd := wire.CloudDevice{StagesMS: map[string]float64{}}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/internal/metrics"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/wire"
 )
@@ -51,9 +52,23 @@ type Config struct {
 	LogLevel          string          `toml:"log_level"`
 	// LogFormat is "text" (key=value lines) or "json" (one object a line).
 	LogFormat string `toml:"log_format"`
+	// MetricsListen is the address of the Prometheus metrics, served on
+	// /metrics: host:port, port 0 picks a free one, "" (the default) turns
+	// them off. Beyond loopback anyone who can reach it reads the device
+	// names.
+	MetricsListen string `toml:"metrics_listen"`
+	// MetricsMaxDevices bounds the devices with per-device series;
+	// MetricsForgetAfter removes the series of a device not heard from for
+	// this long.
+	MetricsMaxDevices  int             `toml:"metrics_max_devices"`
+	MetricsForgetAfter config.Duration `toml:"metrics_forget_after"`
 	// Ready, if set, is called once, when cloudproc has announced itself
 	// online (its subscriptions acknowledged).
-	Ready   func() `toml:"-"`
+	Ready func() `toml:"-"`
+	// MetricsReady, if set, is called once the metrics listen, with their
+	// host:port (the real port when port 0 was asked for).
+	MetricsReady func(addr string) `toml:"-"`
+
 	Emulate struct {
 		// Slowdown emulates a slower cloud, as on the device.
 		Slowdown float64 `toml:"slowdown"`
@@ -77,6 +92,8 @@ func DefaultConfig() Config {
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
+	c.MetricsMaxDevices = metrics.DefaultMaxDevices
+	c.MetricsForgetAfter = config.Duration(metrics.DefaultForgetAfter)
 	c.Emulate.Slowdown = 1
 	return c
 }
@@ -134,6 +151,12 @@ func (c *Config) Validate() error {
 	}
 	if err := config.ParseFormat(c.LogFormat); err != nil {
 		return config.Errorf("log_format", "%v", err)
+	}
+	if err := metrics.CheckListen(c.MetricsListen); err != nil {
+		return config.Errorf("metrics_listen", "%v", err)
+	}
+	if key, err := metrics.CheckBounds(c.MetricsMaxDevices, c.MetricsForgetAfter.D()); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	return nil
 }

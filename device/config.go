@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/internal/metrics"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
@@ -65,6 +66,10 @@ type Config struct {
 	LogLevel          string          `toml:"log_level"`
 	// LogFormat is "text" (key=value lines) or "json" (one object a line).
 	LogFormat string `toml:"log_format"`
+	// MetricsListen is the address of the device's Prometheus metrics,
+	// served on /metrics: host:port, port 0 picks a free one, "" (the
+	// default) turns them off.
+	MetricsListen string `toml:"metrics_listen"`
 	// ReopenBackoffMax caps the backoff between attempts to reopen a live
 	// source (camera, rtsp, http) that dropped.
 	ReopenBackoffMax config.Duration `toml:"reopen_backoff_max"`
@@ -88,6 +93,9 @@ type Config struct {
 	// Ready, if set, is called once, with the run id, when the device is
 	// connected and about to capture its first frame.
 	Ready func(run string) `toml:"-"`
+	// MetricsReady, if set, is called once the metrics listen, with their
+	// host:port (the real port when port 0 was asked for).
+	MetricsReady func(addr string) `toml:"-"`
 }
 
 // DefaultConfig returns the defaults, equal to configs/pi.toml.
@@ -217,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if err := config.ParseFormat(c.LogFormat); err != nil {
 		return config.Errorf("log_format", "%v", err)
+	}
+	if err := metrics.CheckListen(c.MetricsListen); err != nil {
+		return config.Errorf("metrics_listen", "%v", err)
 	}
 	return nil
 }

@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/splitpoint/splitpoint/bridge"
 	"github.com/splitpoint/splitpoint/broker"
 	"github.com/splitpoint/splitpoint/config"
+	"github.com/splitpoint/splitpoint/internal/metrics"
 	"github.com/splitpoint/splitpoint/mqttc"
+	"github.com/splitpoint/splitpoint/web"
 	"github.com/splitpoint/splitpoint/wire"
 )
 
@@ -97,6 +100,12 @@ type Addrs struct {
 	MQTT string
 	// TLS is the TLS listener's host:port ("" : none).
 	TLS string
+	// Metrics is the Prometheus metrics listener's host:port ("" : off,
+	// or the address could not be bound).
+	Metrics string
+	// HTTP is the live view's host:port ("" : off, or the address could
+	// not be bound).
+	HTTP string
 }
 
 // Config is the gateway's configuration (configs/gateway.toml).
@@ -153,7 +162,25 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 	// LogFormat is "text" (key=value lines) or "json" (one object a line).
-	LogFormat     string        `toml:"log_format"`
+	LogFormat string `toml:"log_format"`
+	// MetricsListen is the address of the Prometheus metrics, served on
+	// /metrics: host:port, port 0 picks a free one, "" turns them off.
+	// Beyond loopback anyone who can reach it reads the device names.
+	MetricsListen string `toml:"metrics_listen"`
+	// MetricsMaxDevices bounds the devices with per-device series;
+	// MetricsForgetAfter removes the series of a device offline and not
+	// heard from for this long.
+	MetricsMaxDevices  int             `toml:"metrics_max_devices"`
+	MetricsForgetAfter config.Duration `toml:"metrics_forget_after"`
+	// HTTPListen is the live view's address (package web): host:port, port
+	// 0 picks a free one, "" turns it off. Beyond loopback it needs [auth]
+	// and, for the passwords, HTTPS with [tls] cert_file and key_file.
+	HTTPListen string `toml:"http_listen"`
+	// HTTPAllowedHosts are further names browsers may reach the live view
+	// by (the Host header is checked), besides the listen host, localhost,
+	// 127.0.0.1 and ::1.
+	HTTPAllowedHosts []string `toml:"http_allowed_hosts"`
+
 	Control       Control       `toml:"control"`
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
 	Auth          Auth          `toml:"auth"`
@@ -184,6 +211,9 @@ const (
 	maxOfflineSessions = 100000
 )
 
+// DefaultMetricsListen is the gateway's default metrics address, on loopback.
+const DefaultMetricsListen = "127.0.0.1:9464"
+
 // DefaultConfig returns the defaults, equal to configs/gateway.toml.
 func DefaultConfig() Config {
 	return Config{
@@ -205,6 +235,11 @@ func DefaultConfig() Config {
 		StatsInterval:       config.Duration(60 * time.Second),
 		LogLevel:            "info",
 		LogFormat:           "text",
+		MetricsListen:       DefaultMetricsListen,
+		MetricsMaxDevices:   metrics.DefaultMaxDevices,
+		MetricsForgetAfter:  config.Duration(metrics.DefaultForgetAfter),
+		HTTPListen:          "127.0.0.1:8080",
+		HTTPAllowedHosts:    []string{},
 		Control: Control{
 			Period:    config.Duration(2 * time.Second),
 			Margin:    0.10,
@@ -227,6 +262,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateBridge(); err != nil {
+		return err
+	}
+	if err := c.validateHTTP(); err != nil {
 		return err
 	}
 	k := c.Control
@@ -282,6 +320,12 @@ func (c *Config) Validate() error {
 	}
 	if err := config.ParseFormat(c.LogFormat); err != nil {
 		return config.Errorf("log_format", "%v", err)
+	}
+	if err := metrics.CheckListen(c.MetricsListen); err != nil {
+		return config.Errorf("metrics_listen", "%v", err)
+	}
+	if key, err := metrics.CheckBounds(c.MetricsMaxDevices, c.MetricsForgetAfter.D()); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	return nil
 }
@@ -349,6 +393,42 @@ func (c *Config) validateAccess() error {
 		}
 	}
 	return nil
+}
+
+// validateHTTP checks the live view's address against authentication (as
+// validateAccess does for the broker's listeners) and its allowed hosts.
+func (c *Config) validateHTTP() error {
+	w := c.webConfig()
+	if err := web.CheckAccess(w.Listen, w.Auth != nil, w.TLS != nil, w.Anonymous, w.Insecure); err != nil {
+		return config.Errorf("http_listen", "%v", err)
+	}
+	for _, h := range c.HTTPAllowedHosts {
+		if err := web.CheckHostName(h); err != nil {
+			return config.Errorf("http_allowed_hosts", "%v", err)
+		}
+	}
+	return nil
+}
+
+// webConfig is the live view's configuration: with [auth] on only admins
+// may use it (the same password file, or a client certificate); beyond
+// loopback it serves HTTPS with [tls] cert_file and key_file when set.
+func (c *Config) webConfig() web.Config {
+	w := web.Config{Listen: c.HTTPListen, AllowedHosts: c.HTTPAllowedHosts,
+		Anonymous: c.AllowAnonymous && c.Insecure, Insecure: c.Insecure}
+	if c.AuthOn() {
+		w.Auth = &web.Auth{PasswordFile: c.Auth.PasswordFile, Admin: c.Auth.Admin, ClientCAFile: c.TLS.ClientCAFile}
+	}
+	if loop, err := broker.IsLoopback(c.HTTPListen); err == nil && !loop && c.TLS.CertFile != "" && c.TLS.KeyFile != "" {
+		w.TLS = &web.TLS{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile}
+	}
+	return w
+}
+
+// startWeb starts the live view (package web): off when http_listen is ""
+// or cannot be bound (logged).
+func (c *Config) startWeb(b *broker.Broker, log *slog.Logger) (*web.Server, error) {
+	return web.Start(c.webConfig(), b.Server(), log)
 }
 
 // remotePrefix is the bridge's upstream prefix ("" without a bridge).

@@ -39,6 +39,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	if err := pl.subscribe(); err != nil {
 		return err
 	}
+	var bridgeStats func() bridge.Stats // for the metrics; nil without a bridge
 	if cfg.Bridge.URL != "" {
 		br, err := bridge.Start(ctx, cfg.bridgeConfig(), b.Server(), log)
 		if err != nil {
@@ -46,17 +47,28 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		}
 		defer br.Close()
 		pl.link = func() bridge.Link { return br.Stats().Link }
+		bridgeStats = br.Stats
 	}
 	planeCtx, stopPlane := context.WithCancel(ctx)
 	planeDone := make(chan struct{})
 	go func() { defer close(planeDone); pl.loop(planeCtx) }()
 	defer func() { stopPlane(); <-planeDone }()
+	ms := startMetrics(cfg, b, pl, bridgeStats, log) // nil when off (metrics.go)
+	defer ms.Close()
+	ws, err := cfg.startWeb(b, log) // the live view (package web); off when "" or not bound
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
 	fmt.Fprintf(out, "gateway listening on %s\n", b.Addr())
 	if b.TLSAddr() != "" {
 		fmt.Fprintf(out, "gateway listening for TLS on %s\n", b.TLSAddr())
 	}
+	if ws.URL() != "" {
+		fmt.Fprintf(out, "gateway live view on %s\n", ws.URL())
+	}
 	if cfg.Ready != nil {
-		cfg.Ready(Addrs{MQTT: b.Addr(), TLS: b.TLSAddr()})
+		cfg.Ready(Addrs{MQTT: b.Addr(), TLS: b.TLSAddr(), Metrics: ms.Addr(), HTTP: ws.Addr()})
 	}
 	lim := b.Limits()
 	log.Info("gateway started", "listen", b.Addr(), "max_message_bytes", cfg.MaxMessageBytes,

@@ -61,6 +61,12 @@ type dev struct {
 	mismatchSince time.Time // zero: the device's state agrees
 	repairs       int       // consecutive repairs, for their backoff
 	nextRepair    time.Time
+
+	// For the metrics (metrics.go): when the device was last heard from,
+	// and the controller's last step.
+	heard      time.Time
+	bottleneck string
+	predicted  float64
 }
 
 type cloudInfo struct {
@@ -90,6 +96,8 @@ type plane struct {
 	badMu  sync.Mutex
 	bad    map[string]int64
 	warned map[string]bool
+	// viewReq serves the metrics a copy of the devices (metrics.go).
+	viewReq chan chan planeView
 }
 
 // malformedCounts returns the malformed messages counted per kind.
@@ -107,6 +115,8 @@ func newPlane(cfg Config, srv *mqtt.Server, log *slog.Logger) *plane {
 		clouds: map[string]*cloudInfo{},
 		bad:    map[string]int64{},
 		warned: map[string]bool{},
+
+		viewReq: make(chan chan planeView),
 	}
 }
 
@@ -147,6 +157,8 @@ func (p *plane) loop(ctx context.Context) {
 			return
 		case ev := <-p.events:
 			p.handle(ev)
+		case reply := <-p.viewReq:
+			reply <- p.view()
 		case now := <-t.C:
 			p.audit(now)
 			p.control(now)
@@ -226,6 +238,9 @@ func (p *plane) handle(ev event) {
 		}
 	case "telemetry":
 		p.onTelemetry(device, ev)
+	}
+	if d := p.devs[device]; d != nil {
+		d.heard = time.Now()
 	}
 }
 
@@ -539,6 +554,7 @@ func (p *plane) control(now time.Time) {
 			snap.UplinkBps = shareBps // the LAN's PUBACKs say nothing about the link that matters
 		}
 		dec := d.ctrl.Step(snap)
+		d.bottleneck, d.predicted = lastStep(snap, dec, p.link != nil)
 		if dec.Changed && dec.Split >= 1 && dec.Split < d.stages {
 			d.split = dec.Split
 			pred := math.Round(dec.PredictedFPS*10) / 10
