@@ -3,10 +3,12 @@
 // decisions with a human-readable reason; the gateway wires it to MQTT and
 // the simulator drives it on a virtual clock.
 //
-// The model: a device runs stages 1..k one after another, the uplink ships
-// the state at boundary k, and the cloud runs stages k+1..n on several
-// workers. These three work in a pipeline, so the throughput at split k is
-// bounded by the slowest of them. The controller picks the largest k (the
+// The model: a device runs stages 1..k on its workers (one frame per
+// worker at a time, each worker a core), the uplink ships the state at
+// boundary k, and the cloud runs stages k+1..n on its workers. These three
+// work in a pipeline, so the throughput at split k is bounded by the
+// slowest of them: W workers that each take T ms for stages 1..k (plus the
+// per-frame overhead) give W × 1000 ÷ T frames per second, not 1000 ÷ T. The controller picks the largest k (the
 // least cloud work) predicted to meet target × (1 + margin), offloads fast
 // when the target is missed, and takes work back only after a dwell, with
 // clear headroom, and on probation: a move back that fails its measurement
@@ -84,11 +86,14 @@ type Snapshot struct {
 	Target, MeasuredFPS float64
 	// SourceFPS bounds any split (a 30 fps camera); 0 means unbounded.
 	SourceFPS float64
-	// DeviceMS[i] is stage i's time on the device (ms per frame, with the
-	// emulated slowdown), for every stage. OverheadMS is the device's
-	// per-frame cost outside stages (encoding, publishing).
+	// DeviceMS[i] is stage i's time on the device (ms per frame on one
+	// worker, with the emulated slowdown), for every stage. OverheadMS is
+	// the device's per-frame cost outside stages (encoding, publishing).
 	DeviceMS   []float64
 	OverheadMS float64
+	// DeviceWorkers is how many frames the device runs through its stages
+	// at once, each on its own core (0 or less: taken as 1).
+	DeviceWorkers float64
 	// CloudMS[i] is stage i's CPU time in the cloud (ms per frame);
 	// CloudWorkers how many frames the cloud processes at once.
 	CloudMS      []float64
@@ -102,7 +107,8 @@ type Snapshot struct {
 	CloudOnline bool
 }
 
-// Prediction is the model's estimate for one split.
+// Prediction is the model's estimate for one split. DeviceMS and CloudMS
+// are the time one frame takes there (not divided by workers).
 type Prediction struct {
 	Split                       int
 	FPS                         float64
@@ -127,11 +133,10 @@ func Predict(s Snapshot, k int) Prediction {
 	if s.UplinkBps > 0 {
 		p.UplinkMS = 1000 * p.Bytes / s.UplinkBps
 	}
-	workers := math.Max(s.CloudWorkers, 1)
 	limits := []struct {
 		name string
 		ms   float64
-	}{{"device", p.DeviceMS}, {"uplink", p.UplinkMS}, {"cloud", p.CloudMS / workers}}
+	}{{"device", p.DeviceMS / math.Max(s.DeviceWorkers, 1)}, {"uplink", p.UplinkMS}, {"cloud", p.CloudMS / math.Max(s.CloudWorkers, 1)}}
 	worst := 0.0
 	for _, l := range limits {
 		if l.ms > worst {
@@ -169,6 +174,97 @@ type Controller struct {
 	lastTarget float64
 	smoothed   float64
 	lastSplit  int
+	// corr scales each part of the model (device, uplink, cloud) by what
+	// measurements showed: 1 until the measured rate at a split falls short
+	// of the prediction by more than the margin for Shortfall periods; then
+	// the predicted bottleneck's rate is scaled to the measurement.
+	corr map[string]float64
+	miss int
+}
+
+// minCorrection bounds how far the model may be corrected down.
+const minCorrection = 0.05
+
+// corrected applies the model corrections to a snapshot.
+func (c *Controller) corrected(s Snapshot) Snapshot {
+	if len(c.corr) == 0 {
+		return s
+	}
+	if f, ok := c.corr["device"]; ok {
+		s.DeviceMS = scaled(s.DeviceMS, 1/f)
+		s.OverheadMS /= f
+	}
+	if f, ok := c.corr["cloud"]; ok {
+		s.CloudMS = scaled(s.CloudMS, 1/f)
+	}
+	if f, ok := c.corr["uplink"]; ok && s.UplinkBps > 0 {
+		s.UplinkBps *= f
+	}
+	return s
+}
+
+func scaled(v []float64, f float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * f
+	}
+	return out
+}
+
+// correct compares the measurement at the current split with the
+// (corrected) prediction. While the target is missed (so the pipeline is
+// loaded, not waiting for frames) for Shortfall periods with the
+// measurement below the prediction by more than the margin, the predicted
+// bottleneck is scaled to what was measured (the measured rate bounds the
+// slowest part); a measurement above the prediction relaxes that part's
+// correction. It returns a note for the decision's reason, or "".
+func (c *Controller) correct(s Snapshot) string {
+	if s.MeasuredFPS <= 0 || s.Split != c.lastSplit {
+		c.miss = 0
+		return ""
+	}
+	p := Predict(c.corrected(s), s.Split)
+	if p.FPS <= 0 || p.Bottleneck == "source" {
+		return ""
+	}
+	ratio := s.MeasuredFPS / p.FPS
+	if c.corr == nil {
+		c.corr = map[string]float64{}
+	}
+	f, ok := c.corr[p.Bottleneck]
+	if !ok {
+		f = 1
+	}
+	switch {
+	case ratio < 1-c.p.Margin && s.MeasuredFPS < s.Target:
+		if c.miss++; c.miss < c.p.Shortfall {
+			return ""
+		}
+		c.miss = 0
+		c.corr[p.Bottleneck] = math.Max(f*ratio, minCorrection)
+		return fmt.Sprintf("model corrected: split %d measured %.1f fps where %.1f was predicted (bottleneck %s), so %s is taken %.2f× as fast; ",
+			s.Split, s.MeasuredFPS, p.FPS, p.Bottleneck, p.Bottleneck, c.corr[p.Bottleneck])
+	case ratio > 1+c.p.Margin && ok:
+		c.miss = 0
+		if g := math.Min(f*ratio, 1); g >= 1 {
+			delete(c.corr, p.Bottleneck)
+		} else {
+			c.corr[p.Bottleneck] = g
+		}
+	default:
+		c.miss = 0
+	}
+	return ""
+}
+
+// Corrections returns the model corrections in force (part → factor on its
+// rate), for reports.
+func (c *Controller) Corrections() map[string]float64 {
+	out := make(map[string]float64, len(c.corr))
+	for k, v := range c.corr {
+		out[k] = v
+	}
+	return out
 }
 
 type probe struct {
@@ -246,12 +342,31 @@ func (c *Controller) Step(s Snapshot) Decision {
 	if s.Target != c.lastTarget {
 		c.lastTarget, c.shortfall, c.probe = s.Target, 0, nil
 	}
-	if s.Split != c.lastSplit || c.p.Smoothing <= 0 {
-		c.smoothed, c.lastSplit = s.MeasuredFPS, s.Split
+	splitChanged := s.Split != c.lastSplit
+	if splitChanged || c.p.Smoothing <= 0 {
+		c.smoothed = s.MeasuredFPS
 	} else {
 		c.smoothed = c.p.Smoothing*c.smoothed + (1-c.p.Smoothing)*s.MeasuredFPS
 	}
 	s.MeasuredFPS = c.smoothed
+	note := ""
+	if s.CloudOnline && !splitChanged {
+		note = c.correct(s)
+	} else {
+		c.miss = 0
+	}
+	c.lastSplit = s.Split
+	s = c.corrected(s)
+	if note != "" {
+		d := c.step(s)
+		d.Reason = note + d.Reason
+		return d
+	}
+	return c.step(s)
+}
+
+// step decides for one period on the corrected snapshot.
+func (c *Controller) step(s Snapshot) Decision {
 	if !s.CloudOnline {
 		c.shortfall, c.probe = 0, nil
 		return c.hold(s, fmt.Sprintf("holding split %d: no cloudproc is online", s.Split))

@@ -175,3 +175,129 @@ func TestStageTimesScalesEstimates(t *testing.T) {
 		t.Errorf("no live stage: %v %v", out, scale)
 	}
 }
+
+// A device that runs W frames through its stages at once (each on its own
+// core) makes W times the frames of one: the device part of split k is
+// W × 1000 ÷ (overhead + stages 1..k) fps.
+func TestPredictDividesTheDeviceByItsWorkers(t *testing.T) {
+	s := snap(0, 3, 0)
+	s.OverheadMS = 5
+	one := Predict(s, 3)
+	s.DeviceWorkers = 4
+	four := Predict(s, 3)
+	if four.DeviceMS != 35 || math.Abs(four.FPS-4000.0/35) > 1e-9 || four.Bottleneck != "device" {
+		t.Errorf("4 workers: %+v, want %.1f fps from the device", four, 4000.0/35)
+	}
+	if math.Abs(four.FPS-4*one.FPS) > 1e-9 {
+		t.Errorf("4 workers %.2f fps, 1 worker %.2f", four.FPS, one.FPS)
+	}
+	s.DeviceWorkers = 0 // unknown (an older device): one worker
+	if p := Predict(s, 3); p.FPS != one.FPS {
+		t.Errorf("0 workers: %.2f fps, want %.2f as with one", p.FPS, one.FPS)
+	}
+	s.DeviceWorkers, s.SourceFPS = 4, 30 // still capped by the source
+	if p := Predict(s, 3); p.FPS != 30 || p.Bottleneck != "source" {
+		t.Errorf("source-bound: %+v", p)
+	}
+}
+
+// The controller offloads only as far as the device's workers need: at
+// split 6 one worker takes 60 ms per frame (16.7 fps), four take 15 ms.
+func TestWorkersKeepWorkOnTheDevice(t *testing.T) {
+	c := New(Params{})
+	p := c.Params().Period
+	four := func(now time.Duration, split int, measured float64) Snapshot {
+		s := snap(now, split, measured)
+		s.Target = 50 // needs 55 fps to qualify: 1 worker ≤ 18 ms (split 1), 4 workers ≤ 72 ms (split 6)
+		s.DeviceWorkers = 4
+		return s
+	}
+	// Measured below the target at split 3 (say the source was slow): the
+	// model that knows the workers has no smaller split to offer.
+	c.Step(four(0, 3, 40))
+	if d := c.Step(four(p, 3, 40)); d.Changed {
+		t.Errorf("offloaded with 4 workers although no smaller split is predicted faster: %+v", d)
+	}
+	one := New(Params{})
+	s := four(0, 3, 40)
+	s.DeviceWorkers = 1
+	one.Step(s)
+	s.Now = p
+	if d := one.Step(s); !d.Changed || d.Split != 1 {
+		t.Errorf("1 worker: %+v, want an offload to split 1", d)
+	}
+	// Meeting the target at split 1, after the dwell the work moves back
+	// to split 6 with 4 workers (15 ms per frame ≥ 50 × 1.2 fps).
+	c = New(Params{})
+	now := time.Duration(0)
+	for ; now < c.Params().Dwell; now += p {
+		c.Step(four(now, 1, 60))
+	}
+	if d := c.Step(four(now, 1, 60)); !d.Changed || d.Split != 6 {
+		t.Errorf("4 workers meeting the target at split 1: %+v, want a move back to split 6", d)
+	}
+	one = New(Params{})
+	for now = 0; now <= 2*one.Params().Dwell; now += p {
+		s := four(now, 1, 60)
+		s.DeviceWorkers = 1
+		if d := one.Step(s); d.Changed {
+			t.Fatalf("1 worker moved back from split 1 although split 2 is predicted at 50 fps: %+v", d)
+		}
+	}
+}
+
+// A thin link behind the gateway: raw frames (splits 1–2) ship 562 KB at
+// 1.5 MB/s (2.7 fps); from split 3 the states are small and the device is
+// predicted at 24 fps but really delivers 9. The controller leaves split 1
+// for the best predicted split, then corrects its device model from the
+// measurement instead of believing 24 fps, and stays off the raw-frame
+// splits (still the best at 9 fps corrected).
+func TestModelCorrectedByMeasurementOnAThinLink(t *testing.T) {
+	c := New(Params{})
+	p := c.Params().Period
+	link := func(now time.Duration, split int, measured float64) Snapshot {
+		s := snap(now, split, measured)
+		s.Target = 30
+		s.DeviceMS = []float64{5, 20, 16.7, 10, 10, 10, 10} // split 3: 41.7 ms → 24 fps
+		s.Bytes = []float64{0, 562500, 1125000, 1500, 500, 300, 300}
+		s.UplinkBps = 1.5e6
+		return s
+	}
+	now := time.Duration(0)
+	c.Step(link(now, 1, 2.7))
+	var d Decision
+	for i := 0; i < 3 && !d.Changed; i++ {
+		now += p
+		d = c.Step(link(now, 1, 2.7))
+	}
+	if !d.Changed || d.Split != 3 {
+		t.Fatalf("at split 1 (2.7 fps, link-bound): %+v", d)
+	}
+	for i := 0; i < 4; i++ {
+		now += p
+		d = c.Step(link(now, 3, 9))
+		if d.Changed && d.Split <= 2 {
+			t.Fatalf("went back to raw frames: %+v", d)
+		}
+		if strings.Contains(d.Reason, "model corrected") {
+			break
+		}
+	}
+	if !strings.Contains(d.Reason, "model corrected: split 3 measured 9.0 fps where 24.0 was predicted (bottleneck device)") {
+		t.Fatalf("no correction after measuring 9 fps at split 3: %+v", d)
+	}
+	if f := c.Corrections()["device"]; math.Abs(f-9.0/24) > 0.01 {
+		t.Errorf("device correction %.3f, want %.3f", f, 9.0/24)
+	}
+	if got := Predict(c.corrected(link(now, 3, 9)), 3).FPS; math.Abs(got-9) > 0.1 {
+		t.Errorf("corrected prediction at split 3: %.2f, want 9", got)
+	}
+	// Measured above the corrected prediction: the correction relaxes.
+	for i := 0; i < 3; i++ {
+		now += p
+		c.Step(link(now, 3, 18))
+	}
+	if f := c.Corrections()["device"]; f < 0.7 {
+		t.Errorf("device correction %.3f after measuring 18 fps, want relaxed toward 1", f)
+	}
+}
