@@ -125,7 +125,9 @@ func TestSystemThinUplinkController(t *testing.T) {
 	run := func(name string, seconds int, skip time.Duration, args ...string) (float64, []int) {
 		cfg := filepath.Join(dir, name+".toml")
 		writePrivate(t, cfg, "drain_timeout = \"1s\"\nstatus_interval = \"1s\"\n"+strings.Join(args, "\n")+"\n")
-		d := startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", "pi1",
+		// A device id per run: the gateway keeps each device's last
+		// decision (a manual split would hold an automatic run).
+		d := startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", name,
 			"--source", "synthetic:?fps=0&seed=4", "--slowdown", slowdown, "--target-fps", target)
 		time.Sleep(time.Duration(seconds) * time.Second)
 		d.stop(t)
@@ -151,6 +153,11 @@ func TestSystemThinUplinkController(t *testing.T) {
 		t.Fatalf("the set-up is wrong: the best static split ships raw frames (%v)", static)
 	}
 	fps, splits := run("auto", 45, 25*time.Second, "split = 1\nmode = \"auto\"")
+	// The largest of six noisy medians reads high: measure the best static
+	// split once more, after the automatic run, and compare with the mean.
+	again, _ := run(fmt.Sprintf("static-%d-again", bestSplit), 14, 5*time.Second, fmt.Sprintf("split = %d\nmode = \"manual\"", bestSplit))
+	t.Logf("split %d again: %.1f results/s", bestSplit, again)
+	best = (best + again) / 2
 	final := splits[len(splits)-1]
 	t.Logf("automatic, started at split 1: split %d at the end (splits %v), %.1f results/s = %.2f× the best static split", final, splits, fps, fps/best)
 	if final <= 2 {
