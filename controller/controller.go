@@ -8,11 +8,12 @@
 // boundary k, and the cloud runs stages k+1..n on its workers. These three
 // work in a pipeline, so the throughput at split k is bounded by the
 // slowest of them: W workers that each take T ms for stages 1..k (plus the
-// per-frame overhead) give W × 1000 ÷ T frames per second, not 1000 ÷ T. The controller picks the largest k (the
-// least cloud work) predicted to meet target × (1 + margin), offloads fast
-// when the target is missed, and takes work back only after a dwell, with
-// clear headroom, and on probation: a move back that fails its measurement
-// is undone and the next attempt waits longer.
+// per-frame overhead) give W × 1000 ÷ T frames per second, not 1000 ÷ T.
+// The controller picks the largest k (the least cloud work) predicted to
+// meet target × (1 + margin), offloads fast when the target is missed, and
+// takes work back only after a dwell, with clear headroom, and on
+// probation: a move back that fails its measurement is undone and the next
+// attempt waits longer.
 package controller
 
 import (

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/splitpoint/splitpoint/emulate"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
@@ -49,6 +48,17 @@ type device struct {
 	slowdown atomic.Uint64 // math.Float64bits
 
 	acks chan pendingAck
+
+	// The frame path (dispatch.go): workers goroutines run the local
+	// stages; jobs (capacity workers) feeds them in capture order, sends
+	// (capacity window) feeds the publisher, which calls send.
+	workers   int
+	jobs      chan job
+	sends     chan *flight
+	send      func(*flight)
+	topics    []string // the stage topic of each stage, by index
+	lastSplit int      // the capture loop's: the split of the previous frame
+
 	// cloudsFull: the bound of tracked cloudprocs was reached (logged once).
 	cloudsFull atomic.Bool
 	// lastProgress is when a frame was last captured or a result last came
@@ -71,6 +81,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 		return Summary{}, err
 	}
 	defer src.Close()
+	defer d.serveMetrics().Close() // nil when metrics_listen is "" (metrics.go)
 	if err := d.connect(ctx); err != nil {
 		return Summary{}, err
 	}
@@ -110,6 +121,14 @@ func newDevice(cfg Config, out io.Writer, log *slog.Logger) (*device, error) {
 		ready:      make(chan struct{}),
 		decided:    make(chan struct{}),
 		acks:       make(chan pendingAck, cfg.Window+16),
+		workers:    cfg.WorkerCount(),
+		sends:      make(chan *flight, cfg.Window),
+		lastSplit:  cfg.Split,
+	}
+	d.jobs = make(chan job, d.workers)
+	d.send = d.publish
+	for _, name := range pipe.StageNames() {
+		d.topics = append(d.topics, wire.StageTopic(cfg.ID, name))
 	}
 	d.stats = newStats(cfg.ID, d.run)
 	d.split.Store(int64(cfg.Split))
@@ -194,7 +213,7 @@ func (d *device) waitStart(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "stages", d.pipe.StageNames())
+	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "workers", d.workers, "stages", d.pipe.StageNames())
 	if d.cfg.Ready != nil {
 		d.cfg.Ready(d.run)
 	}
@@ -212,7 +231,9 @@ func (d *device) runCapture(ctx context.Context, src tasks.Source) (Summary, err
 	defer stopHelpers()
 
 	start := time.Now()
+	stopWorkers := d.startWorkers()
 	capErr := d.captureLoop(capCtx, src)
+	stopWorkers() // now every captured frame is in flight or counted dropped
 	if cause := context.Cause(capCtx); capErr != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		capErr = cause // the client gave up, or the run stalled
 	}
@@ -419,154 +440,6 @@ func truncate(b []byte) string {
 		return string(b[:80]) + "…"
 	}
 	return string(b)
-}
-
-// captureLoop captures, processes and sends frames until the count is
-// reached, the source ends or ctx is done.
-func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
-	block := d.cfg.Policy == PolicyBlock
-	for n := 0; d.cfg.Frames == 0 || n < d.cfg.Frames; n++ {
-		if block {
-			if err := d.clouds.wait(ctx); err != nil {
-				return err
-			}
-			if err := d.win.acquire(ctx); err != nil {
-				return err
-			}
-		} else if ev := d.win.acquireEvicting(); ev != nil {
-			d.stats.drop(DropWindowFull)
-		}
-		frame, err := src.Read(ctx)
-		captured := time.Now()
-		if err != nil {
-			d.win.release()
-			if errors.Is(err, io.EOF) {
-				d.log.Info("source ended", "frames", n)
-				return nil
-			}
-			return err
-		}
-		d.progress()
-		d.stats.add(func(s *Summary) { s.Captured++ })
-		in := frame // the pipeline's input: an Array or a Native
-		if d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), time.Now()) {
-			d.profile(in)
-		}
-		d.process(ctx, uint64(n), in, captured)
-	}
-	return nil
-}
-
-// wrap runs a stage with the emulated slowdown and reports its times.
-func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) tasks.Wrap {
-	slow := floatFrom(d.slowdown.Load())
-	return func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
-		var out tasks.Outcome
-		var err error
-		cpu, emu := emulate.Run(slow, func() { out, err = run() })
-		report(stage, cpu, emu)
-		return out, err
-	}
-}
-
-// profile runs a copy of the frame through every stage but the sink, timing
-// each and sizing the state at every boundary. The frame itself is then
-// processed as usual: profiling loses nothing.
-func (d *device) profile(in any) {
-	n := d.pipe.Len()
-	dev := make([]time.Duration, 0, n-1)
-	cpu := make([]time.Duration, 0, n-1)
-	bytes := make([]int, n)
-	st := tasks.NewState(d.cfg.ID, 0)
-	defer st.Close()
-	// A copy (an array is never changed in place): the input itself is
-	// processed as usual.
-	a, ok := in.(tasks.Array)
-	if n, native := in.(tasks.Native); native {
-		var err error
-		if a, err = n.Array(); err != nil {
-			d.log.Warn("cannot copy the input to profile it", "error", err)
-			return
-		}
-		ok = true
-	}
-	if !ok {
-		return
-	}
-	st.SetArray(tasks.FieldSource, a)
-	complete := true
-	for i := 0; i < n-1; i++ {
-		filtered, err := d.pipe.Run(context.Background(), st, i, i+1, d.wrap(func(_ string, c, e time.Duration) {
-			cpu, dev = append(cpu, c), append(dev, e)
-		}))
-		if err != nil || filtered != "" {
-			complete = false
-			break
-		}
-		if b, err := d.pipe.Envelope(st, tasks.Frame{Device: d.cfg.ID, Run: d.run, Captured: time.Now()}, i+1, i+1, "", nil, d.enc); err == nil {
-			bytes[i+1] = len(b)
-		}
-	}
-	d.stats.add(func(s *Summary) { s.Profiled++ })
-	d.perf.profiled(dev, cpu, bytes, complete, d.cfg.ProfileFrames, time.Now())
-}
-
-// process runs the local stages on one frame and sends its state. It always
-// either registers the frame in flight or counts it dropped.
-func (d *device) process(ctx context.Context, seq uint64, in any, captured time.Time) {
-	start := time.Now()
-	k := int(d.split.Load()) // a split change applies from a frame boundary
-	st := tasks.NewState(d.cfg.ID, seq)
-	defer st.Close()
-	if err := st.SetInput(tasks.FieldSource, in); err != nil {
-		d.win.release()
-		d.stats.drop(DropStageError)
-		d.log.Error("source gave an input of the wrong kind; frame dropped", "seq", seq, "error", err)
-		return
-	}
-	if d.cfg.Policy == PolicyDropOldest && !d.clouds.any() {
-		d.win.release()
-		d.stats.drop(DropNoCloud)
-		return
-	}
-	var stagesTime time.Duration
-	i := 0
-	frame := tasks.Frame{Device: d.cfg.ID, Run: d.run, Seq: seq, Captured: captured}
-	out, err := d.pipe.Offload(context.WithoutCancel(ctx), st, frame, k, d.enc, d.wrap(func(_ string, cpu, emu time.Duration) {
-		d.perf.stage(i, emu, cpu, time.Now())
-		stagesTime += emu
-		i++
-	}))
-	switch {
-	case errors.Is(err, tasks.ErrEncode):
-		d.win.release()
-		d.stats.drop(DropEncodeError)
-		d.log.Error("cannot encode state; frame dropped", "seq", seq, "error", err)
-		return
-	case err != nil:
-		d.win.release()
-		d.stats.drop(DropStageError)
-		d.log.Error("local stage failed; frame dropped", "seq", seq, "error", err)
-		return
-	}
-	if out.FilteredAt != "" {
-		d.stats.add(func(s *Summary) { s.FilteredLocal++ })
-	}
-	if len(out.Payload) > d.cfg.MaxMessageBytes {
-		d.win.release()
-		d.stats.drop(DropTooLarge)
-		d.log.Warn("state larger than max_message_bytes; frame dropped", "seq", seq, "bytes", len(out.Payload), "max", d.cfg.MaxMessageBytes)
-		return
-	}
-	now := time.Now()
-	if out.FilteredAt == "" {
-		d.perf.bytes(k, len(out.Payload), now)
-	}
-	f := &flight{seq: seq, topic: wire.StageTopic(d.cfg.ID, d.pipe.Stage(out.Next).Name()), payload: out.Payload, captured: captured, sent: now}
-	d.win.register(f)
-	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(len(out.Payload)) })
-	d.publish(f)
-	d.perf.overheadMS(time.Since(start)-stagesTime, time.Now())
 }
 
 // publish hands the frame's state to paho; the ack watcher times it. The

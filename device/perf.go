@@ -43,6 +43,8 @@ type perf struct {
 
 	round     int // complete profiles in the current round
 	attempts  int
+	pending   int       // profile passes handed out in this round and not reported yet
+	gen       uint64    // the round; passes of an earlier round are ignored
 	profileAt time.Time // when the last round completed
 	wanted    bool      // a round is due
 }
@@ -73,28 +75,49 @@ func (p *perf) overheadMS(d time.Duration, now time.Time) {
 // requestProfile asks for a new profiling round (the speed changed).
 func (p *perf) requestProfile() {
 	p.mu.Lock()
-	p.wanted, p.round, p.attempts = true, 0, 0
+	p.newRound()
 	p.mu.Unlock()
 }
 
-// profileDue reports whether the next frame should also be profiled.
-func (p *perf) profileDue(frames int, every time.Duration, now time.Time) bool {
+func (p *perf) newRound() {
+	p.wanted, p.round, p.attempts, p.pending = true, 0, 0, 0
+	p.gen++
+}
+
+// profileDue reports whether the next frame should also be profiled, and
+// the round the pass belongs to. Frames are profiled on several workers at
+// once, so it hands out no more passes than the round still needs: a pass
+// handed out counts until profiled reports it.
+func (p *perf) profileDue(frames int, every time.Duration, now time.Time) (gen uint64, due bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if frames == 0 {
-		return false
+		return p.gen, false
 	}
 	if !p.wanted && every > 0 && now.Sub(p.profileAt) >= every {
-		p.wanted, p.round, p.attempts = true, 0, 0
+		p.newRound()
 	}
-	return p.wanted
+	if !p.wanted || p.round+p.pending >= frames || p.attempts+p.pending >= 10*frames {
+		return p.gen, false
+	}
+	p.pending++
+	return p.gen, true
 }
 
-// profiled records one profiling pass: per-stage times and boundary bytes,
-// as far as the frame went (a filtered frame ends the pass early).
-func (p *perf) profiled(dev, cpu []time.Duration, bytes []int, complete bool, frames int, now time.Time) {
+// profiled records one profiling pass of round gen: per-stage times and
+// boundary bytes, as far as the frame went (a filtered frame ends the pass
+// early). A pass of an earlier round (the speed changed meanwhile) is
+// ignored.
+func (p *perf) profiled(gen uint64, dev, cpu []time.Duration, bytes []int, complete bool, frames int, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if gen != p.gen {
+		return
+	}
+	p.pending--
+	if !p.wanted {
+		return
+	}
 	a := 1.0 / float64(p.round+1) // a running mean within the round
 	for i := range dev {
 		p.prof[i].observe(ms(dev[i]), ms(cpu[i]), now, a)

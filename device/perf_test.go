@@ -13,8 +13,12 @@ func TestFiguresMarkMeasuredAndEstimated(t *testing.T) {
 	t0 := time.Now()
 	ms := time.Millisecond
 	// A profile: 10, 20, 30 ms; boundary bytes 100, 200, 300.
-	p.profiled([]time.Duration{10 * ms, 20 * ms, 30 * ms}, []time.Duration{5 * ms, 10 * ms, 15 * ms}, []int{0, 100, 200, 300}, true, 1, t0)
-	if p.profileDue(1, time.Minute, t0) {
+	gen, due := p.profileDue(1, time.Minute, t0)
+	if !due {
+		t.Fatal("no profile due at start")
+	}
+	p.profiled(gen, []time.Duration{10 * ms, 20 * ms, 30 * ms}, []time.Duration{5 * ms, 10 * ms, 15 * ms}, []int{0, 100, 200, 300}, true, 1, t0)
+	if _, due := p.profileDue(1, time.Minute, t0); due {
 		t.Error("a complete round left profiling due")
 	}
 	// Live: stage a runs twice as slow as profiled (contention).
@@ -38,11 +42,57 @@ func TestFiguresMarkMeasuredAndEstimated(t *testing.T) {
 	// After the speed changes a new round is due; stale live figures are
 	// estimates again.
 	p.requestProfile()
-	if !p.profileDue(1, 0, t0) {
+	if _, due := p.profileDue(1, 0, t0); !due {
 		t.Error("no profile due after a speed change")
 	}
 	stages, _, _ = p.figures(1, 5*time.Second, t0.Add(time.Minute), func(k int) string { return "" })
 	if stages[0].Source != wire.Estimated {
 		t.Errorf("a stale measurement is still 'measured': %+v", stages[0])
+	}
+}
+
+// Frames are profiled on several workers at once: a round hands out only
+// the passes it still needs, and a pass of an earlier round (the speed
+// changed while it ran) does not count in the new one.
+func TestProfilePassesAreHandedOutOnce(t *testing.T) {
+	p := newPerf([]string{"a", "b", "sink"})
+	t0 := time.Now()
+	ms := time.Millisecond
+	var gens []uint64
+	for range 10 { // ten frames dispatched before any pass reports
+		if gen, due := p.profileDue(3, time.Minute, t0); due {
+			gens = append(gens, gen)
+		}
+	}
+	if len(gens) != 3 {
+		t.Fatalf("%d passes handed out for a round of 3", len(gens))
+	}
+	// The first pass fails (filtered early): one more is handed out.
+	p.profiled(gens[0], []time.Duration{ms}, []time.Duration{ms}, []int{0, 0, 0}, false, 3, t0)
+	gen, due := p.profileDue(3, time.Minute, t0)
+	if !due || gen != gens[0] {
+		t.Fatal("an incomplete pass was not replaced")
+	}
+	// The speed changes: the passes still running belong to the old round.
+	p.requestProfile()
+	old := []time.Duration{100 * ms, 100 * ms}
+	for _, g := range append(gens[1:], gen) {
+		p.profiled(g, old, old, []int{0, 1, 1}, true, 3, t0)
+	}
+	if stages, _, _ := p.figures(0, time.Second, t0, func(int) string { return "" }); stages[0].DeviceMS != 1 || stages[1].AgeS != -1 {
+		t.Errorf("a pass of the old round counted in the new one: %+v", stages[0])
+	}
+	n := 0
+	for range 10 {
+		if g, due := p.profileDue(3, time.Minute, t0); due {
+			n++
+			p.profiled(g, []time.Duration{ms, 2 * ms}, []time.Duration{ms, 2 * ms}, []int{0, 1, 1}, true, 3, t0)
+		}
+	}
+	if n != 3 {
+		t.Errorf("the new round took %d passes, want 3", n)
+	}
+	if stages, _, _ := p.figures(0, time.Second, t0, func(int) string { return "" }); stages[1].DeviceMS != 2 {
+		t.Errorf("profile %+v, want 2 ms for stage b", stages[1])
 	}
 }

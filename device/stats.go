@@ -3,6 +3,7 @@ package device
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -108,17 +109,32 @@ func (st *stats) result(latency time.Duration) {
 	}
 }
 
-func (st *stats) snapshot() Summary {
+// counters returns the counts without the latency percentiles (which
+// take a sort of every sample).
+func (st *stats) counters() Summary {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	return st.countersLocked()
+}
+
+func (st *stats) countersLocked() Summary {
 	s := st.s
 	s.Dropped = maps.Clone(st.s.Dropped)
 	if st.source != nil {
 		s.SourceReopens, s.SourceErrors = st.source()
 	}
+	return s
+}
+
+// snapshot returns the counts and the latency percentiles over the kept
+// samples.
+func (st *stats) snapshot() Summary {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.countersLocked()
 	if n := len(st.lat); n > 0 {
-		sorted := append([]time.Duration(nil), st.lat...)
-		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+		sorted := slices.Clone(st.lat)
+		slices.Sort(sorted)
 		s.LatencyP50 = sorted[percentileIndex(n, 0.50)]
 		s.LatencyP99 = sorted[percentileIndex(n, 0.99)]
 	}
@@ -147,6 +163,6 @@ func (st *stats) recentLatency() (p50, p99 float64, ok bool) {
 	if len(r) == 0 {
 		return 0, 0, false
 	}
-	sort.Slice(r, func(i, j int) bool { return r[i] < r[j] })
+	slices.Sort(r)
 	return ms(r[percentileIndex(len(r), 0.5)]), ms(r[percentileIndex(len(r), 0.99)]), true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/splitpoint/splitpoint/internal/hostinfo"
@@ -22,7 +23,7 @@ func (d *device) telemetryLoop(ctx context.Context) {
 		status = t.C
 	}
 	hostinfo.Read(ctx) // prime the CPU counter
-	prevT, prev := time.Now(), d.stats.snapshot()
+	prevT, prev := time.Now(), d.stats.counters()
 	statT, statPrev := prevT, prev
 	var lastHost wire.Host
 	for {
@@ -30,7 +31,7 @@ func (d *device) telemetryLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tel.C:
-			s := d.stats.snapshot()
+			s := d.stats.counters() // telemetry has its own recent percentiles
 			lastHost = hostinfo.Read(ctx)
 			t := d.telemetry(now, s, prev, now.Sub(prevT), lastHost)
 			prev, prevT = s, now
@@ -62,7 +63,7 @@ func (d *device) telemetry(now time.Time, s, prev Summary, dt time.Duration, hos
 	t := wire.Telemetry{
 		TS: now.UTC(), Device: d.cfg.ID, Run: d.run, Pipeline: d.pipe.Name(),
 		TargetFPS: st.TargetFPS, Split: st.Split, Mode: st.Mode, Epoch: st.Epoch, Slowdown: st.Slowdown,
-		SourceFPS: d.sourceFPS, Host: host, CloudOnline: d.clouds.any(),
+		SourceFPS: d.sourceFPS, Workers: d.parallelism(), Host: host, CloudOnline: d.clouds.any(),
 	}
 	if sec := dt.Seconds(); sec > 0 {
 		t.FPS = round3(float64(s.Captured-prev.Captured) / sec)
@@ -79,4 +80,12 @@ func (d *device) telemetry(now time.Time, s, prev Summary, dt time.Duration, hos
 		Results: s.Results, Duplicates: s.Duplicates, BadResults: s.BadResults, Profiled: s.Profiled, Dropped: s.Dropped,
 		SourceReopens: s.SourceReopens, SourceErrors: s.SourceErrors}
 	return t
+}
+
+// parallelism is the number of frames the device really runs through its
+// stages at once, which the controller's model multiplies the device's
+// rate by: its workers, but no more than the CPUs Go runs on (workers
+// beyond them only take turns).
+func (d *device) parallelism() int {
+	return max(1, min(d.workers, runtime.GOMAXPROCS(0)))
 }

@@ -2,10 +2,10 @@ package device
 
 import (
 	"context"
-
-	"github.com/splitpoint/splitpoint/internal/notify"
 	"sync"
 	"time"
+
+	"github.com/splitpoint/splitpoint/internal/notify"
 )
 
 // flight is a frame whose result has not come back yet.
@@ -56,22 +56,38 @@ func (w *window) acquire(ctx context.Context) error {
 	}
 }
 
-// acquireEvicting takes a slot at once, evicting the oldest frame in flight
-// when the window is full. It returns the evicted frame, or nil.
-func (w *window) acquireEvicting() *flight {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var evicted *flight
-	if w.used() >= w.size && len(w.flights) > 0 {
-		for _, f := range w.flights {
-			if evicted == nil || f.seq < evicted.seq {
-				evicted = f
-			}
+// acquireEvicting takes a slot, evicting the oldest frame in flight when
+// the window is full. When every slot is held by a frame that is not in
+// flight yet (still in the local stages: nothing to evict), it waits until
+// one is registered or released. It returns the evicted frame, or nil.
+func (w *window) acquireEvicting(ctx context.Context) (*flight, error) {
+	for {
+		w.mu.Lock()
+		if w.used() < w.size {
+			w.reserve++
+			w.mu.Unlock()
+			return nil, nil
 		}
-		delete(w.flights, evicted.seq)
+		if len(w.flights) > 0 {
+			var evicted *flight
+			for _, f := range w.flights {
+				if evicted == nil || f.seq < evicted.seq {
+					evicted = f
+				}
+			}
+			delete(w.flights, evicted.seq)
+			w.reserve++
+			w.mu.Unlock()
+			return evicted, nil
+		}
+		ch := w.changed.C()
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	w.reserve++
-	return evicted
 }
 
 // release gives back a reserved slot that was never registered.
@@ -82,12 +98,22 @@ func (w *window) release() {
 	w.mu.Unlock()
 }
 
-// register turns a reserved slot into a frame in flight.
+// register turns a reserved slot into a frame in flight (which
+// acquireEvicting may then evict).
 func (w *window) register(f *flight) {
 	w.mu.Lock()
 	w.reserve--
 	w.flights[f.seq] = f
+	w.signal()
 	w.mu.Unlock()
+}
+
+// holds reports whether f is still in flight (not answered, evicted or
+// given up).
+func (w *window) holds(f *flight) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flights[f.seq] == f
 }
 
 // complete removes the frame whose result arrived and runs done on it

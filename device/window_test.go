@@ -36,13 +36,14 @@ func TestWindowBlocksUntilAResultFreesASlot(t *testing.T) {
 
 func TestWindowEvictsOldest(t *testing.T) {
 	w := newWindow(3)
+	ctx := context.Background()
 	for _, seq := range []uint64{5, 3, 4} {
-		if ev := w.acquireEvicting(); ev != nil {
+		if ev, _ := w.acquireEvicting(ctx); ev != nil {
 			t.Fatalf("evicted %d from a window with room", ev.seq)
 		}
 		w.register(&flight{seq: seq})
 	}
-	ev := w.acquireEvicting()
+	ev, _ := w.acquireEvicting(ctx)
 	if ev == nil || ev.seq != 3 {
 		t.Fatalf("evicted %+v, want seq 3", ev)
 	}
@@ -126,5 +127,36 @@ func TestCompleteCountsBeforeTheWindowEmpties(t *testing.T) {
 	})
 	if !<-emptied {
 		t.Error("the window emptied before the result was counted")
+	}
+}
+
+// With several workers every slot may be held by a frame still in the
+// local stages: drop-oldest has nothing to evict and must wait rather than
+// exceed the window.
+func TestEvictingWaitsWhenNothingIsInFlightYet(t *testing.T) {
+	w := newWindow(2)
+	ctx := context.Background()
+	for range 2 {
+		if ev, err := w.acquireEvicting(ctx); ev != nil || err != nil {
+			t.Fatal(ev, err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := w.acquireEvicting(short); err == nil || w.used() != 2 {
+		t.Fatalf("took a third slot of 2 (used %d)", w.used())
+	}
+	got := make(chan *flight)
+	go func() {
+		ev, _ := w.acquireEvicting(ctx)
+		got <- ev
+	}()
+	time.Sleep(10 * time.Millisecond)
+	w.register(&flight{seq: 9}) // a worker finished: now there is one to evict
+	if ev := <-got; ev == nil || ev.seq != 9 || w.used() != 2 {
+		t.Fatalf("evicted %+v, used %d; want seq 9 evicted and 2 used", ev, w.used())
+	}
+	if w.holds(&flight{seq: 9}) {
+		t.Error("an evicted frame is still held")
 	}
 }

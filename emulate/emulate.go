@@ -2,7 +2,9 @@
 // piece of work, measures the CPU time the work took on its thread, and then
 // busy-spins until the thread has used slowdown times that much. The load is
 // real CPU load, not sleep, and it is measured on the thread's CPU clock, so
-// contention from other processes does not inflate it.
+// contention from other processes does not inflate it. Each call locks its
+// goroutine to its thread and counts only that thread's time, so W workers
+// calling Run at once emulate W slower cores (given W real ones).
 package emulate
 
 import (

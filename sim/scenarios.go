@@ -22,10 +22,25 @@ func base() World {
 // only at split 1, shipping raw frames, so the bandwidth and cloud events
 // of the later scenarios make the middle phase infeasible at every split:
 // there the controller must settle on the fastest split and hold.
+//
+// The last scenario is a four-core device (a Raspberry Pi 4, each core 16×
+// slower than the development machine) running four workers: one frame
+// through all six local stages takes 50 ms, so one worker would make 20
+// fps, below the target, but four make 80 (30 from the source). A model
+// that takes the device for one worker keeps work in the cloud that the
+// device can do; the simulator runs that model too (policy "1-worker").
+// When the camera slows below the target, no split can meet it: the real
+// model keeps every stage on the device (each split is limited by the
+// camera), the one-worker model offloads to split 1, which it predicts
+// faster than the device, and stays there when the camera recovers. Under
+// heavy contention both offload, and only the real model moves the work
+// back.
 func Scenarios() []Scenario {
 	p := Balltrack()
 	contended := base()
 	contended.Contention = 2
+	pi4 := base()
+	pi4.Contention, pi4.DeviceWorkers = 2, 4
 	return []Scenario{
 		{
 			Name: "device CPU contention ×2 and back", Periods: 3 * PhaseLen, Target: 25, Initial: base(), Profile: p, Noise: 0.03, Seed: 1,
@@ -55,6 +70,20 @@ func Scenarios() []Scenario {
 				{At: 2 * PhaseLen, Name: "cloudproc back", Recovery: true, Apply: func(w *World) { w.CloudOnline = true }},
 			},
 		},
+		{
+			Name: "4-worker device, the camera slows to 24 fps and back (cores 16× slower)", Periods: 3 * PhaseLen, Target: 25, Initial: pi4, Profile: p, Noise: 0.03, Seed: 6,
+			Events: []Event{
+				{At: PhaseLen, Name: "camera 24 fps", Apply: func(w *World) { w.SourceFPS = 24 }},
+				{At: 2 * PhaseLen, Name: "camera 30 fps", Recovery: true, Apply: func(w *World) { w.SourceFPS = 30 }},
+			},
+		},
+		{
+			Name: "4-worker device, contention ×4 and back (cores 16× slower)", Periods: 3 * PhaseLen, Target: 25, Initial: pi4, Profile: p, Noise: 0.03, Seed: 5,
+			Events: []Event{
+				{At: PhaseLen, Name: "contention ×4", Apply: func(w *World) { w.Contention = 8 }},
+				{At: 2 * PhaseLen, Name: "contention gone", Recovery: true, Apply: func(w *World) { w.Contention = 2 }},
+			},
+		},
 	}
 }
 
@@ -67,7 +96,8 @@ type Result struct {
 }
 
 // Evaluate runs our controller, the baseline, the oracle and every static
-// split through a scenario.
+// split through a scenario; on a device with more than one worker also our
+// controller with the device modelled as one worker ("1-worker").
 func Evaluate(sc Scenario, params controller.Params) []Result {
 	params = params.Defaults()
 	k0, _ := Oracle(sc.Profile, sc.Initial, sc.Target, params.Margin)
@@ -81,6 +111,9 @@ func Evaluate(sc Scenario, params controller.Params) []Result {
 		{"splitpoint", controller.New(params), n - 1},
 		{"baseline", &Baseline{}, n - 1},
 		{"oracle", NewOracle(sc), k0},
+	}
+	if sc.Initial.DeviceWorkers > 1 {
+		entries = append(entries, entry{"1-worker", OneWorker{controller.New(params)}, n - 1})
 	}
 	for k := 1; k < n; k++ {
 		entries = append(entries, entry{fmt.Sprintf("static %d", k), Static{K: k}, k})
@@ -163,6 +196,9 @@ func Report(w io.Writer, params controller.Params) {
 				}
 			}
 			fmt.Fprintf(w, "| %-10s | %8.1f%% | %s | %7d | %13.2f× |\n", r.Policy, 100*s.AtTarget, strings.Join(padTo(settles, events), " | "), s.Changes, s.CloudRel)
+		}
+		if sc.Initial.DeviceWorkers > 1 {
+			fmt.Fprintf(w, "\n1-worker: our controller, modelling the device as one worker instead of %g.\n", sc.Initial.DeviceWorkers)
 		}
 	}
 }

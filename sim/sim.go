@@ -1,6 +1,7 @@
 // Package sim is a deterministic simulator for split controllers: devices
-// with per-stage costs, a link with bandwidth and round-trip time, and a
-// cloud with a number of workers, on a virtual clock (nothing sleeps). A
+// with per-stage costs and a number of workers (cores), a link with
+// bandwidth and round-trip time, and a cloud with a number of workers, on a
+// virtual clock (nothing sleeps). A
 // scenario changes the world at given periods — CPU contention, bandwidth
 // drops, cloud slowdowns — and the simulator runs a policy through it,
 // feeding it the telemetry a real device and cloudproc would report.
@@ -45,13 +46,16 @@ func Balltrack() Profile {
 
 // World is the state of everything outside the controller.
 type World struct {
-	Contention   float64 // device CPU time multiplier (1: idle device)
-	BandwidthBps float64 // uplink capacity, bytes per second
-	RTT          time.Duration
-	CloudSlow    float64 // cloud CPU time multiplier
-	CloudWorkers float64
-	CloudOnline  bool
-	SourceFPS    float64
+	Contention float64 // device CPU time multiplier (1: idle device)
+	// DeviceWorkers is how many frames the device runs through its stages
+	// at once, each on its own core (0: one).
+	DeviceWorkers float64
+	BandwidthBps  float64 // uplink capacity, bytes per second
+	RTT           time.Duration
+	CloudSlow     float64 // cloud CPU time multiplier
+	CloudWorkers  float64
+	CloudOnline   bool
+	SourceFPS     float64
 }
 
 // Event changes the world at a period.
@@ -82,6 +86,17 @@ type Policy interface {
 	Step(controller.Snapshot) controller.Decision
 }
 
+// OneWorker is a policy that models the device as one worker whatever it
+// reports: the controller as it was before devices ran frames in parallel.
+// The simulator compares it with the real model on multi-core devices.
+type OneWorker struct{ C *controller.Controller }
+
+// Step implements Policy.
+func (o OneWorker) Step(s controller.Snapshot) controller.Decision {
+	s.DeviceWorkers = 1
+	return o.C.Step(s)
+}
+
 // Static never changes the split.
 type Static struct{ K int }
 
@@ -90,12 +105,15 @@ func (s Static) Step(snap controller.Snapshot) controller.Decision {
 	return controller.Decision{Split: s.K, Changed: s.K != snap.Split}
 }
 
-// trueFPS is the world's real throughput at split k.
+// trueFPS is the world's real throughput at split k: the slowest of the
+// device (its workers each take a frame through stages 1..k), the uplink
+// and the cloud (its workers likewise), capped by the source.
 func trueFPS(p Profile, w World, k int) (fps, cloudMS float64) {
 	dev := p.OverheadMS
 	for i := 0; i < k; i++ {
 		dev += p.DeviceMS[i] * w.Contention
 	}
+	dev /= math.Max(w.DeviceWorkers, 1)
 	for i := k; i < len(p.CloudMS); i++ {
 		cloudMS += p.CloudMS[i] * w.CloudSlow
 	}
@@ -198,7 +216,7 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 		snap := controller.Snapshot{
 			Now: time.Duration(t) * params.Period, Split: split, Stages: n,
 			Target: sc.Target, MeasuredFPS: measured, SourceFPS: w.SourceFPS,
-			DeviceMS: devMS, OverheadMS: p.OverheadMS, CloudMS: cloudEst, CloudWorkers: w.CloudWorkers,
+			DeviceMS: devMS, OverheadMS: p.OverheadMS, DeviceWorkers: w.DeviceWorkers, CloudMS: cloudEst, CloudWorkers: w.CloudWorkers,
 			Bytes: p.Bytes, UplinkBps: bwKnown, CloudOnline: w.CloudOnline,
 		}
 		d := pol.Step(snap)

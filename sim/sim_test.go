@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -101,5 +102,98 @@ func TestOracleStaticAndPhases(t *testing.T) {
 	}
 	if ph := Phases(Scenarios()[0]); len(ph) != 3 || ph[1].Start != PhaseLen || ph[2].End != 3*PhaseLen {
 		t.Errorf("phases %+v", ph)
+	}
+}
+
+// scenario returns the fixed scenario whose name starts with prefix.
+func scenario(t *testing.T, prefix string) Scenario {
+	t.Helper()
+	for _, sc := range Scenarios() {
+		if strings.HasPrefix(sc.Name, prefix) {
+			return sc
+		}
+	}
+	t.Fatalf("no scenario %q", prefix)
+	return Scenario{}
+}
+
+func results(sc Scenario) map[string]Result {
+	out := map[string]Result{}
+	for _, r := range Evaluate(sc, controller.Params{}) {
+		out[r.Policy] = r
+	}
+	return out
+}
+
+// A four-worker device whose camera slows below the target: no split can
+// meet it, and every split is limited by the camera, so the model that
+// knows the device's workers keeps every stage on the device. The model
+// that takes the device for one worker predicts split 1 faster, offloads,
+// and keeps paying for the cloud after the camera recovers.
+func TestFourWorkersKeepTheSplitOnTheDevice(t *testing.T) {
+	sc := scenario(t, "4-worker device, the camera")
+	r := results(sc)
+	ours, one := r["splitpoint"], r["1-worker"]
+	if one.Run == nil {
+		t.Fatal("no 1-worker run on a 4-worker device")
+	}
+	for i, p := range ours.Run {
+		if p.Split != 6 {
+			t.Fatalf("period %d: split %d, want 6 throughout (%s)", i, p.Split, p.Reason)
+		}
+	}
+	offloaded := false
+	for _, p := range one.Run[PhaseLen : 2*PhaseLen] {
+		offloaded = offloaded || p.Split < 6
+	}
+	if last := one.Run[len(one.Run)-1]; !offloaded || last.Split == 6 {
+		t.Errorf("the one-worker model did not offload (offloaded %v, last split %d): the scenario no longer shows the difference", offloaded, last.Split)
+	}
+	if one.CloudRel < 10*ours.CloudRel {
+		t.Errorf("cloud CPU per frame: one-worker model %.2f×, ours %.2f×", one.CloudRel, ours.CloudRel)
+	}
+}
+
+// Under heavy contention both models offload; when it is gone only the
+// model that knows the device's workers takes the work back.
+func TestFourWorkersTakeTheWorkBack(t *testing.T) {
+	sc := scenario(t, "4-worker device, contention")
+	r := results(sc)
+	ours, one := r["splitpoint"], r["1-worker"]
+	if got := ours.Run[2*PhaseLen-1].Split; got != 1 {
+		t.Errorf("contended: our split %d, want 1", got)
+	}
+	if got := ours.Run[len(ours.Run)-1].Split; got != 6 {
+		t.Errorf("after the contention: our split %d, want 6", got)
+	}
+	if got := one.Run[len(one.Run)-1].Split; got != 1 {
+		t.Errorf("after the contention: the one-worker model's split %d, want 1 (it underestimates the device)", got)
+	}
+	if one.CloudRel < 1.5*ours.CloudRel {
+		t.Errorf("cloud CPU per frame: one-worker model %.2f×, ours %.2f×", one.CloudRel, ours.CloudRel)
+	}
+}
+
+func TestOracleCountsDeviceWorkers(t *testing.T) {
+	p := Balltrack()
+	w := base()
+	w.Contention = 2 // one frame through six stages: 50 ms
+	if k, _ := Oracle(p, w, 25, 0.1); k != 1 {
+		t.Errorf("one worker: oracle split %d, want 1", k)
+	}
+	w.DeviceWorkers = 4 // four at once: 80 fps, 30 from the source
+	if k, ok := Oracle(p, w, 25, 0.1); k != 6 || !ok {
+		t.Errorf("four workers: oracle split %d %v, want 6", k, ok)
+	}
+	if fps, _ := trueFPS(p, w, 6); fps != 30 {
+		t.Errorf("four workers at split 6: %.1f fps, want 30 (the source)", fps)
+	}
+	w.SourceFPS = 0
+	one := w
+	one.DeviceWorkers = 1
+	f4, _ := trueFPS(p, w, 6)
+	f1, _ := trueFPS(p, one, 6)
+	if math.Abs(f4-4*f1) > 1e-9 {
+		t.Errorf("device-bound: 4 workers %.2f fps, 1 worker %.2f", f4, f1)
 	}
 }

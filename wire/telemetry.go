@@ -80,6 +80,7 @@ type Telemetry struct {
 	Epoch       uint64           `json:"epoch"`
 	Slowdown    float64          `json:"slowdown"`
 	SourceFPS   float64          `json:"source_fps"` // 0: unpaced or unknown
+	Workers     int              `json:"workers"`    // frames in the local stages at once (0: unknown, taken as 1)
 	Stages      []StageFigure    `json:"stages"`
 	OverheadMS  float64          `json:"overhead_ms"`
 	Boundaries  []BoundaryFigure `json:"boundaries"`
@@ -112,13 +113,15 @@ type CloudTelemetry struct {
 	ID      string    `json:"id"`
 	Workers int       `json:"workers"`
 	// Utilisation is the workers' busy fraction over the last period.
-	Utilisation float64                `json:"utilisation"`
-	Queued      int                    `json:"queued"`
-	Slowdown    float64                `json:"slowdown"`
-	Devices     map[string]CloudDevice `json:"devices"`
-	Received    int64                  `json:"received"`
-	Results     int64                  `json:"results"`
-	Duplicates  int64                  `json:"duplicates"`
+	Utilisation float64 `json:"utilisation"`
+	Queued      int     `json:"queued"`
+	Slowdown    float64 `json:"slowdown"`
+	// Devices are keyed by device id; under a topic_prefix (behind an
+	// upstream broker) by the site's prefix and the id, sites/<site>/<id>.
+	Devices    map[string]CloudDevice `json:"devices"`
+	Received   int64                  `json:"received"`
+	Results    int64                  `json:"results"`
+	Duplicates int64                  `json:"duplicates"`
 	// Replayed counts remembered results published again for resent
 	// frames.
 	Replayed int64            `json:"replayed"`

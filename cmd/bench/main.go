@@ -1,180 +1,282 @@
-// Command bench runs the balltrack pipeline all-local (in this process, no
-// MQTT) and at every split over loopback (embedded gateway, cloudproc and
-// device in this process), several rounds interleaved, and prints a table
-// of medians: frames/s, its ratio to all-local, p50/p99 capture→result
-// latency and the bytes each frame sends.
+// Command bench measures splitpoint against a plain OpenCV loop and its
+// broker against mosquitto and raw TCP, and prints one markdown report of
+// medians over interleaved rounds.
 //
-//	go run ./bench [-frames 300] [-rounds 3] [-slowdown 1] [-codec auto]
+//	go run ./cmd/bench [-frames 600] [-rounds 5] [-sizes 1024,102400,562655] [-quick] [-profile DIR]
+//
+// Inputs: a 960×540 MJPEG AVI of the moving green ball that the bench
+// writes itself (gocv VideoWriter, MJPG, into a temporary directory) and
+// the synthetic source (synthetic:?fps=0, 640×480).
+//
+// Pipeline section, per input and round (rounds interleave every mode):
+//   - baseline: one goroutine decoding with gocv.VideoCapture (or drawing
+//     the synthetic frame) and making exactly balltrack's OpenCV calls with
+//     its parameters — no framework, no MQTT; every ratio is to it;
+//   - baseline ×N: N such loops at once (N = cores), the plain program's
+//     throughput with every core busy;
+//   - in-process: the framework's pipeline (tasks.Pipeline.Run over every
+//     stage, source package) in this process, no MQTT;
+//   - split 1..6 through the real binaries: one gateway and one cloudproc
+//     for the whole bench, a new device per run (--split K --frames N);
+//     split 6 is the device's all-local mode (the device always leaves the
+//     sink to the cloud: split must be 1..6).
+//
+// For every run: frames/s until the last result, p50/p99 capture→result
+// latency, CPU seconds per frame of each process (/proc/PID/stat and the
+// device's rusage, from the device's "device started" line to its exit),
+// cores each process used (CPU seconds ÷ wall seconds), its minor page
+// faults per frame and the state bytes per frame.
+//
+// Broker section: paho QoS 1, a window of -window publishes in flight,
+// publisher → broker → one subscriber that must receive every message,
+// through the gateway, through Debian's mosquitto (started by the bench on
+// a free loopback port) and over a raw loopback TCP connection.
+//
+// -profile DIR builds the three binaries with a CPU and allocation profile
+// hook added through go build -overlay (the sources are not touched: main
+// is renamed and wrapped), runs splits -profile-splits with fresh
+// processes, and prints go tool pprof -top of every profile. -cpuprofile
+// FILE profiles the bench's own process (baseline, in-process, clients).
+//
+// The processes inherit the bench's environment, so e.g.
+// GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432
+// applies to all of them (the report says so).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"sort"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
-
-	"github.com/splitpoint/splitpoint/cloudproc"
-	"github.com/splitpoint/splitpoint/device"
-	"github.com/splitpoint/splitpoint/emulate"
-	"github.com/splitpoint/splitpoint/gateway"
-	"github.com/splitpoint/splitpoint/source"
-	"github.com/splitpoint/splitpoint/tasks"
-	"github.com/splitpoint/splitpoint/tasks/balltrack"
-	"github.com/splitpoint/splitpoint/tasks/cvmat"
-	"github.com/splitpoint/splitpoint/wire"
 )
 
-type sample struct {
-	fps      float64
-	p50, p99 time.Duration
-	bytes    float64
+type options struct {
+	frames      int
+	rounds      int
+	sizes       []int
+	brokerBytes int
+	brokerMax   int
+	brokerMin   int
+	window      int
+	inputs      []string
+	pipeline    bool
+	broker      bool
+	bin         string
+	profile     string
+	profSplits  []int
+	splits      []int
+	devConfig   string
+	selfProfile string
+	keep        bool
+	quick       bool
 }
 
 func main() {
-	frames := flag.Int("frames", 300, "frames per run")
-	rounds := flag.Int("rounds", 3, "rounds (the table shows medians)")
-	slowdown := flag.Float64("slowdown", 1, "device slowdown (the cloud runs at this machine's speed)")
-	codec := flag.String("codec", "auto", "matrix codec: auto, raw, png, jpeg")
+	var o options
+	var sizes, inputs, profSplits, splits string
+	flag.IntVar(&o.frames, "frames", 600, "frames per pipeline run (the AVI is written with this many)")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; the report shows medians")
+	flag.StringVar(&sizes, "sizes", "1024,102400,562655", "broker load message sizes in bytes (562655: the split-1 state of a 640×480 frame, 500×375×3 + CBOR)")
+	flag.IntVar(&o.brokerBytes, "broker-bytes", 256<<20, "broker load: bytes per run and size (messages = bytes/size, clamped to -broker-min..-broker-max)")
+	flag.IntVar(&o.brokerMax, "broker-max", 20000, "broker load: at most this many messages per run")
+	flag.IntVar(&o.brokerMin, "broker-min", 200, "broker load: at least this many messages per run")
+	flag.IntVar(&o.window, "window", 64, "broker load: QoS 1 publishes in flight")
+	flag.StringVar(&inputs, "inputs", "avi,synthetic", "pipeline inputs: avi, synthetic")
+	flag.BoolVar(&o.pipeline, "pipeline", true, "run the pipeline section")
+	flag.BoolVar(&o.broker, "broker", true, "run the broker section")
+	flag.StringVar(&o.bin, "bin", "", "use the gateway, device and cloudproc binaries in this directory instead of building them")
+	flag.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the three processes to this directory and print their top 10")
+	flag.StringVar(&profSplits, "profile-splits", "1,3,6", "splits to profile")
+	flag.StringVar(&splits, "splits", "1,2,3,4,5,6", "splits to run through the binaries")
+	flag.StringVar(&o.devConfig, "device-config", "", "pass -c `FILE` to every device (e.g. workers = 1)")
+	flag.StringVar(&o.selfProfile, "cpuprofile", "", "write a CPU profile of the bench's own process (the baseline and in-process loops, the broker clients) to `FILE`")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (AVI, binaries, configs)")
+	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, 30 frames, small broker loads (explicit flags still win)")
 	flag.Parse()
-	if err := run(*frames, *rounds, *slowdown, *codec); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-}
-
-func run(frames, rounds int, slowdown float64, codec string) error {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	gcfg := gateway.DefaultConfig()
-	gcfg.Listen = "127.0.0.1:0"
-	addr := make(chan string, 1)
-	gcfg.Ready = func(a gateway.Addrs) { addr <- a.MQTT }
-	go func() { _ = gateway.Run(ctx, gcfg, io.Discard, log) }()
-	var broker string
-	select {
-	case a := <-addr:
-		broker = "tcp://" + a
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("gateway did not start")
-	}
-
-	ccfg := cloudproc.DefaultConfig()
-	ccfg.Broker = broker
-	ready := make(chan struct{})
-	ccfg.Ready = func() { close(ready) }
-	go func() { _, _ = cloudproc.Run(ctx, ccfg, io.Discard, log) }()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("cloudproc did not come online")
-	}
-
-	modes := []string{"all-local"}
-	for k := 1; k <= 6; k++ {
-		modes = append(modes, fmt.Sprintf("split %d", k))
-	}
-	results := map[string][]sample{}
-	for r := 0; r < rounds; r++ {
-		for i, mode := range modes {
-			var s sample
-			var err error
-			if i == 0 {
-				s, err = allLocal(frames, slowdown)
-			} else {
-				s, err = overMQTT(ctx, broker, i, frames, slowdown, codec, log)
+	if o.quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		def := func(name string, p *int, v int) {
+			if !set[name] {
+				*p = v
 			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", mode, err)
-			}
-			results[mode] = append(results[mode], s)
-			fmt.Fprintf(os.Stderr, "round %d %-9s %6.1f fps\n", r+1, mode, s.fps)
+		}
+		def("rounds", &o.rounds, 1)
+		def("frames", &o.frames, 30)
+		def("broker-bytes", &o.brokerBytes, 4<<20)
+		def("broker-max", &o.brokerMax, 1000)
+		def("broker-min", &o.brokerMin, 20)
+	}
+	var err error
+	if o.sizes, err = parseInts(sizes); err != nil {
+		fail(fmt.Errorf("-sizes: %w", err))
+	}
+	if o.profSplits, err = parseInts(profSplits); err != nil {
+		fail(fmt.Errorf("-profile-splits: %w", err))
+	}
+	if o.splits, err = parseInts(splits); err != nil {
+		fail(fmt.Errorf("-splits: %w", err))
+	}
+	for _, k := range append(o.splits, o.profSplits...) {
+		if k < 1 || k > maxSplit {
+			fail(fmt.Errorf("split %d: balltrack's splits are 1..%d", k, maxSplit))
 		}
 	}
-	base := median(results["all-local"], func(s sample) float64 { return s.fps })
-	fmt.Printf("balltrack, %d frames × %d rounds, synthetic 640×480, device slowdown %g, codec %s; medians\n\n", frames, rounds, slowdown, codec)
-	fmt.Printf("| %-9s | %8s | %11s | %9s | %9s | %12s |\n", "mode", "frames/s", "vs local", "p50", "p99", "bytes/frame")
-	fmt.Printf("|%s|\n", strings.Repeat("-", 72))
-	for _, mode := range modes {
-		ss := results[mode]
-		fps := median(ss, func(s sample) float64 { return s.fps })
-		p50 := time.Duration(median(ss, func(s sample) float64 { return float64(s.p50) }))
-		p99 := time.Duration(median(ss, func(s sample) float64 { return float64(s.p99) }))
-		b := median(ss, func(s sample) float64 { return s.bytes })
-		fmt.Printf("| %-9s | %8.1f | %10.2f× | %9s | %9s | %12.0f |\n", mode, fps, fps/base, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), b)
+	if o.devConfig != "" {
+		if o.devConfig, err = filepath.Abs(o.devConfig); err != nil {
+			fail(err)
+		}
 	}
-	return nil
-}
-
-func allLocal(frames int, slowdown float64) (sample, error) {
-	p, err := tasks.Build(balltrack.Name, balltrack.DefaultOptions())
-	if err != nil {
-		return sample{}, err
+	for _, in := range strings.Split(inputs, ",") {
+		switch in = strings.TrimSpace(in); in {
+		case inputAVI, inputSynthetic:
+			o.inputs = append(o.inputs, in)
+		case "":
+		default:
+			fail(fmt.Errorf("-inputs: unknown input %q (avi, synthetic)", in))
+		}
 	}
-	src := source.NewSynthetic(source.SyntheticOptions{Width: 640, Height: 480, Seed: 1, Frames: frames})
-	defer src.Close()
-	ctx := context.Background()
-	wrap := func(_ string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
-		var out tasks.Outcome
-		var err error
-		emulate.Run(slowdown, func() { out, err = run() })
-		return out, err
+	switch {
+	case o.frames < 1:
+		fail(errors.New("-frames must be ≥ 1"))
+	case o.rounds < 1:
+		fail(errors.New("-rounds must be ≥ 1"))
+	case o.window < 1:
+		fail(errors.New("-window must be ≥ 1"))
+	case o.brokerMin < 1 || o.brokerMax < o.brokerMin:
+		fail(errors.New("-broker-min must be ≥ 1 and ≤ -broker-max"))
+	case o.pipeline && len(o.inputs) == 0:
+		fail(errors.New("-inputs: none"))
 	}
-	var lat []time.Duration
-	start := time.Now()
-	for {
-		t0 := time.Now()
-		f, err := src.Read(ctx)
+	for _, s := range o.sizes {
+		if s < 1 || s > 100<<20 {
+			fail(fmt.Errorf("-sizes: %d out of range 1..%d", s, 100<<20))
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.selfProfile != "" {
+		f, err := os.Create(o.selfProfile)
 		if err != nil {
-			break
+			fail(err)
 		}
-		s := tasks.NewState("bench", 0)
-		cvmat.Set(s, tasks.FieldSource, f)
-		if _, err := p.Run(ctx, s, 0, p.Len()-1, wrap); err != nil {
-			s.Close()
-			return sample{}, err
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
 		}
-		if _, err := p.Run(ctx, s, p.Len()-1, p.Len(), nil); err != nil {
-			s.Close()
-			return sample{}, err
-		}
-		s.Close()
-		lat = append(lat, time.Since(t0))
+		defer f.Close()
+		defer pprof.StopCPUProfile()
 	}
-	el := time.Since(start)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	return sample{fps: float64(len(lat)) / el.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil
-}
-
-func overMQTT(ctx context.Context, broker string, k, frames int, slowdown float64, codec string, log *slog.Logger) (sample, error) {
-	cfg := device.DefaultConfig()
-	cfg.ID, cfg.Broker, cfg.Split, cfg.Mode, cfg.Frames = "bench", broker, k, wire.ModeManual, frames
-	cfg.Source = "synthetic:?fps=0&seed=1"
-	cfg.StatusInterval = 0
-	cfg.MatCodec = codec
-	cfg.Emulate.Slowdown = slowdown
-	sum, err := device.Run(ctx, cfg, io.Discard, log)
+	err = run(ctx, o)
+	killAll()
 	if err != nil {
-		return sample{}, err
+		pprof.StopCPUProfile()
+		fail(err)
 	}
-	return sample{
-		fps: float64(sum.Captured) / sum.Elapsed.Seconds(),
-		p50: sum.LatencyP50, p99: sum.LatencyP99,
-		bytes: float64(sum.BytesSent) / float64(sum.Sent),
-	}, nil
 }
 
-func median(ss []sample, f func(sample) float64) float64 {
-	v := make([]float64, len(ss))
-	for i, s := range ss {
-		v[i] = f(s)
+func fail(err error) {
+	killAll()
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
 	}
-	sort.Float64s(v)
-	return v[len(v)/2]
+	return out, nil
+}
+
+// progress writes a line to stderr: the report itself is stdout.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func run(ctx context.Context, o options) error {
+	tmp, err := os.MkdirTemp("", "splitpoint-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		progress("keeping %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	start := time.Now()
+	m := machine()
+	rep := &report{opts: o, machine: m}
+
+	bin := o.bin
+	if bin == "" && (o.pipeline || o.broker) {
+		bin = tmp + "/bin"
+		progress("building gateway, device, cloudproc into %s", bin)
+		if err := buildBinaries(ctx, bin, nil); err != nil {
+			return err
+		}
+	}
+
+	var gw *gateway
+	if o.pipeline || o.broker {
+		gw, err = startStack(ctx, bin, o.pipeline)
+		if err != nil {
+			return err
+		}
+		defer gw.stop()
+	}
+
+	if o.pipeline {
+		var avi string
+		for _, in := range o.inputs {
+			if in == inputAVI {
+				avi = tmp + "/ball.avi"
+				progress("writing %d frames of %dx%d MJPEG to %s", o.frames, aviWidth, aviHeight, avi)
+				if err := writeAVI(avi, o.frames); err != nil {
+					return err
+				}
+			}
+		}
+		res, err := runPipelines(ctx, o, bin, gw, avi)
+		if err != nil {
+			return err
+		}
+		rep.pipeline = res
+	}
+	if o.broker {
+		res, err := runBrokers(ctx, o, tmp, gw)
+		if err != nil {
+			return err
+		}
+		rep.broker = res
+	}
+	if gw != nil {
+		gw.stop()
+	}
+	if o.profile != "" {
+		res, err := runProfiles(ctx, o, tmp)
+		if err != nil {
+			return err
+		}
+		rep.profiles = res
+	}
+	rep.machine.loadEnd = loadavg()
+	rep.elapsed = time.Since(start)
+	rep.print(os.Stdout)
+	return nil
 }

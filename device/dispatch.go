@@ -1,0 +1,257 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/splitpoint/splitpoint/emulate"
+	"github.com/splitpoint/splitpoint/tasks"
+)
+
+// The device's frame path with W workers:
+//
+//	source ─▶ capture loop ─jobs─▶ W workers ─sends─▶ publisher ─▶ paho
+//
+// The capture loop (the Run goroutine) takes a window slot, reads and
+// decodes a frame, numbers it (seq) and fixes its split — both in capture
+// order — and hands it to a worker. A worker runs the
+// local stages and encodes the state, registers the frame in flight and
+// hands it to the publisher, which gives it to paho (paho writes a message
+// to the socket before its next Publish returns). So the capture of the
+// next frames overlaps the stages, W frames go through the stages at once,
+// and publishing overlaps both.
+//
+// Bounds: jobs holds at most W frames and sends at most window frames;
+// every frame from the moment its slot is taken (before the source is read)
+// until its result is back or it is dropped holds a window slot, so at most
+// window frames are between the source and their result, whatever W is.
+// The capture loop never gives up a captured frame: the workers take every
+// job until jobs is closed, and each either registers the frame in flight
+// or counts it dropped, closing its native values with its state.
+
+// job is one captured frame on its way to a worker.
+type job struct {
+	seq      uint64
+	split    int // fixed by the capture loop, in seq order
+	in       any // the source's input; the worker owns it
+	captured time.Time
+	profile  bool   // also profile this frame
+	gen      uint64 // the profiling round
+}
+
+// startWorkers starts the workers and the publisher. The returned function
+// is called once the capture loop has returned: it lets the workers finish
+// every job, then the publisher every send, and waits for them.
+func (d *device) startWorkers() (stop func()) {
+	var workers, publisher sync.WaitGroup
+	publisher.Add(1)
+	go func() {
+		defer publisher.Done()
+		for f := range d.sends {
+			if d.win.holds(f) { // not evicted meanwhile (drop-oldest)
+				d.send(f)
+			}
+		}
+	}()
+	for range d.workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range d.jobs {
+				d.process(j)
+			}
+		}()
+	}
+	return func() {
+		close(d.jobs)
+		workers.Wait()
+		close(d.sends)
+		publisher.Wait()
+	}
+}
+
+// captureLoop captures frames and hands them to the workers until the
+// count is reached, the source ends or ctx is done.
+func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
+	block := d.cfg.Policy == PolicyBlock
+	for n := 0; d.cfg.Frames == 0 || n < d.cfg.Frames; n++ {
+		if block {
+			if err := d.clouds.wait(ctx); err != nil {
+				return err
+			}
+			if err := d.win.acquire(ctx); err != nil {
+				return err
+			}
+		} else {
+			ev, err := d.win.acquireEvicting(ctx)
+			if err != nil {
+				return err
+			}
+			if ev != nil {
+				d.stats.drop(DropWindowFull)
+			}
+		}
+		in, err := src.Read(ctx)
+		captured := time.Now()
+		if err != nil {
+			d.win.release()
+			if errors.Is(err, io.EOF) {
+				d.log.Info("source ended", "frames", n)
+				return nil
+			}
+			return err
+		}
+		d.progress()
+		d.stats.add(func(s *Summary) { s.Captured++ })
+		if !block && !d.clouds.any() {
+			closeInput(in) // no stage work for a frame that cannot be sent
+			d.win.release()
+			d.stats.drop(DropNoCloud)
+			continue
+		}
+		j := job{seq: uint64(n), split: d.splitAt(uint64(n)), in: in, captured: captured}
+		j.gen, j.profile = d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), captured)
+		d.jobs <- j // the workers take every job: this never loses a frame
+	}
+	return nil
+}
+
+// splitAt fixes the split of frame seq: the split in force now. The capture
+// loop calls it in seq order, so a split change applies to every frame
+// from the first one captured after it.
+func (d *device) splitAt(seq uint64) int {
+	k := int(d.split.Load())
+	if k != d.lastSplit && seq > 0 {
+		d.log.Info("split changed at a frame", "split", k, "previous", d.lastSplit, "seq", seq)
+	}
+	d.lastSplit = k
+	return k
+}
+
+// closeInput closes a source's input that no state took.
+func closeInput(in any) {
+	if n, ok := in.(tasks.Native); ok {
+		_ = n.Close()
+	}
+}
+
+// wrap runs a stage with the emulated slowdown and reports its times. The
+// slowdown spins on the calling worker's own thread CPU clock, so W
+// workers emulate W slower cores.
+func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) tasks.Wrap {
+	slow := floatFrom(d.slowdown.Load())
+	return func(stage string, run func() (tasks.Outcome, error)) (tasks.Outcome, error) {
+		var out tasks.Outcome
+		var err error
+		cpu, emu := emulate.Run(slow, func() { out, err = run() })
+		report(stage, cpu, emu)
+		return out, err
+	}
+}
+
+// profile runs a copy of the frame through every stage but the sink, timing
+// each and sizing the state at every boundary, for profiling round gen.
+// The frame itself is then processed as usual: profiling loses nothing.
+func (d *device) profile(in any, gen uint64) {
+	n := d.pipe.Len()
+	dev := make([]time.Duration, 0, n-1)
+	cpu := make([]time.Duration, 0, n-1)
+	bytes := make([]int, n)
+	// A copy (an array is never changed in place): the input itself is
+	// processed as usual.
+	a, ok := in.(tasks.Array)
+	if n, native := in.(tasks.Native); native {
+		var err error
+		if a, err = n.Array(); err != nil {
+			d.log.Warn("cannot copy the input to profile it", "error", err)
+			ok = false
+		} else {
+			ok = true
+		}
+	}
+	if !ok {
+		d.perf.profiled(gen, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
+		return
+	}
+	complete := false
+	defer func() {
+		d.stats.add(func(s *Summary) { s.Profiled++ })
+		d.perf.profiled(gen, dev, cpu, bytes, complete, d.cfg.ProfileFrames, time.Now())
+	}()
+	st := tasks.NewState(d.cfg.ID, 0)
+	defer st.Close()
+	st.SetArray(tasks.FieldSource, a)
+	for i := 0; i < n-1; i++ {
+		filtered, err := d.pipe.Run(context.Background(), st, i, i+1, d.wrap(func(_ string, c, e time.Duration) {
+			cpu, dev = append(cpu, c), append(dev, e)
+		}))
+		if err != nil || filtered != "" {
+			return
+		}
+		if b, err := d.pipe.Envelope(st, tasks.Frame{Device: d.cfg.ID, Run: d.run, Captured: time.Now()}, i+1, i+1, "", nil, d.enc); err == nil {
+			bytes[i+1] = len(b)
+		}
+	}
+	complete = true
+}
+
+// process runs the local stages on one frame at its split and hands its
+// state to the publisher. It always either registers the frame in flight
+// or counts it dropped, and closes the frame's native values.
+func (d *device) process(j job) {
+	if j.profile {
+		d.profile(j.in, j.gen)
+	}
+	start := time.Now()
+	st := tasks.NewState(d.cfg.ID, j.seq)
+	defer st.Close()
+	if err := st.SetInput(tasks.FieldSource, j.in); err != nil {
+		d.win.release()
+		d.stats.drop(DropStageError)
+		d.log.Error("source gave an input of the wrong kind; frame dropped", "seq", j.seq, "error", err)
+		return
+	}
+	var stagesTime time.Duration
+	i := 0
+	frame := tasks.Frame{Device: d.cfg.ID, Run: d.run, Seq: j.seq, Captured: j.captured}
+	// Stages are not cancelled: a frame captured is processed and sent.
+	out, err := d.pipe.Offload(context.Background(), st, frame, j.split, d.enc, d.wrap(func(_ string, cpu, emu time.Duration) {
+		d.perf.stage(i, emu, cpu, time.Now())
+		stagesTime += emu
+		i++
+	}))
+	switch {
+	case errors.Is(err, tasks.ErrEncode):
+		d.win.release()
+		d.stats.drop(DropEncodeError)
+		d.log.Error("cannot encode state; frame dropped", "seq", j.seq, "error", err)
+		return
+	case err != nil:
+		d.win.release()
+		d.stats.drop(DropStageError)
+		d.log.Error("local stage failed; frame dropped", "seq", j.seq, "error", err)
+		return
+	}
+	if out.FilteredAt != "" {
+		d.stats.add(func(s *Summary) { s.FilteredLocal++ })
+	}
+	size := len(out.Payload)
+	if size > d.cfg.MaxMessageBytes {
+		d.win.release()
+		d.stats.drop(DropTooLarge)
+		d.log.Warn("state larger than max_message_bytes; frame dropped", "seq", j.seq, "bytes", size, "max", d.cfg.MaxMessageBytes)
+		return
+	}
+	now := time.Now()
+	if out.FilteredAt == "" {
+		d.perf.bytes(j.split, size, now)
+	}
+	f := &flight{seq: j.seq, topic: d.topics[out.Next], payload: out.Payload, captured: j.captured, sent: now}
+	d.win.register(f)
+	d.stats.add(func(s *Summary) { s.Sent++; s.BytesSent += int64(size) })
+	d.perf.overheadMS(time.Since(start)-stagesTime, time.Now())
+	d.sends <- f
+}
