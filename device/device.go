@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/splitpoint/splitpoint/internal/tick"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
@@ -336,7 +337,7 @@ func (d *device) watchClient(ctx context.Context, stop context.CancelCauseFunc) 
 // window is full), so that it exits with its summary instead of hanging.
 func (d *device) watchStall(ctx context.Context, stop context.CancelCauseFunc) {
 	limit := d.cfg.DrainTimeout.D()
-	every(ctx, min(limit/4+time.Millisecond, time.Second), func(now time.Time) bool {
+	tick.Every(ctx, min(limit/4+time.Millisecond, time.Second), func(now time.Time) bool {
 		idle := now.Sub(time.Unix(0, d.lastProgress.Load()))
 		if idle <= limit {
 			return true
@@ -345,22 +346,6 @@ func (d *device) watchStall(ctx context.Context, stop context.CancelCauseFunc) {
 			errStalled, idle.Round(time.Millisecond), d.win.inFlight(), d.clouds.any()))
 		return false
 	})
-}
-
-// every runs f every period until ctx ends or f returns false.
-func every(ctx context.Context, period time.Duration, f func(now time.Time) bool) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if !f(now) {
-				return
-			}
-		}
-	}
 }
 
 func newRunID() string { return newID() + newID()[:4] }
@@ -454,7 +439,7 @@ func (d *device) publish(f *flight) {
 // the same result again; the device counts each frame once (extra copies
 // are counted as duplicates).
 func (d *device) resendLoop(ctx context.Context) {
-	every(ctx, d.cfg.ResendAfter.D()/4, func(now time.Time) bool {
+	tick.Every(ctx, d.cfg.ResendAfter.D()/4, func(now time.Time) bool {
 		if !d.clouds.any() || !d.client.IsConnectionOpen() {
 			return true
 		}

@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"github.com/splitpoint/splitpoint/internal/tick"
 	"sort"
 	"sync"
 	"time"
@@ -100,7 +101,7 @@ func (d *device) probeLoop(ctx context.Context) {
 		return
 	}
 	payload := make([]byte, d.cfg.ProbeBytes)
-	every(ctx, period/2, func(now time.Time) bool {
+	tick.Every(ctx, period/2, func(now time.Time) bool {
 		if d.up.capacityAge(now) >= period && d.client.IsConnectionOpen() {
 			d.track(d.client.Publish(d.probeTopic, 1, false, payload), len(payload))
 		}
