@@ -2,12 +2,13 @@ package device
 
 import (
 	"context"
-	"github.com/splitpoint/splitpoint/internal/tick"
 	"sort"
 	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/splitpoint/splitpoint/internal/tick"
 )
 
 // largeMessage is the size from which a publish's PUBACK time measures the
