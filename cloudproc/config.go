@@ -146,11 +146,8 @@ func (c *Config) Validate() error {
 	case !(c.Emulate.Slowdown >= 1 && c.Emulate.Slowdown <= 1000):
 		return config.Errorf("emulate.slowdown", "must be 1..1000 (got %g)", c.Emulate.Slowdown)
 	}
-	if _, err := config.ParseLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	if err := config.ParseFormat(c.LogFormat); err != nil {
-		return config.Errorf("log_format", "%v", err)
+	if key, err := config.CheckLog(c.LogLevel, c.LogFormat); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	if err := metrics.CheckListen(c.MetricsListen); err != nil {
 		return config.Errorf("metrics_listen", "%v", err)

@@ -48,3 +48,15 @@ func NewLogger(w io.Writer, level, format, component string) *slog.Logger {
 	}
 	return slog.New(h).With("app", component)
 }
+
+// CheckLog validates the log_level and log_format settings every binary
+// shares: it returns the offending key and why, or "" and nil.
+func CheckLog(level, format string) (key string, err error) {
+	if _, err := ParseLevel(level); err != nil {
+		return "log_level", err
+	}
+	if err := ParseFormat(format); err != nil {
+		return "log_format", err
+	}
+	return "", nil
+}

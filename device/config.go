@@ -220,11 +220,8 @@ func (c *Config) Validate() error {
 	if _, err := tasks.ParseEncoding(c.MatCodec, c.JPEGQuality); err != nil {
 		return config.Errorf("mat_codec", "%v", err)
 	}
-	if _, err := config.ParseLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	if err := config.ParseFormat(c.LogFormat); err != nil {
-		return config.Errorf("log_format", "%v", err)
+	if key, err := config.CheckLog(c.LogLevel, c.LogFormat); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	if err := metrics.CheckListen(c.MetricsListen); err != nil {
 		return config.Errorf("metrics_listen", "%v", err)

@@ -315,11 +315,8 @@ func (c *Config) Validate() error {
 	if c.HomeAssistant.Enabled && (c.HomeAssistant.Prefix == "" || !validTopicLevel(c.HomeAssistant.Prefix)) {
 		return config.Errorf("homeassistant.prefix", "must be a topic level without +, # or / (got %q)", c.HomeAssistant.Prefix)
 	}
-	if _, err := config.ParseLevel(c.LogLevel); err != nil {
-		return config.Errorf("log_level", "%v", err)
-	}
-	if err := config.ParseFormat(c.LogFormat); err != nil {
-		return config.Errorf("log_format", "%v", err)
+	if key, err := config.CheckLog(c.LogLevel, c.LogFormat); err != nil {
+		return config.Errorf(key, "%v", err)
 	}
 	if err := metrics.CheckListen(c.MetricsListen); err != nil {
 		return config.Errorf("metrics_listen", "%v", err)
