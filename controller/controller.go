@@ -400,25 +400,35 @@ func (c *Controller) step(s Snapshot) Decision {
 	c.probe = nil
 
 	if c.shortfall >= c.p.Shortfall {
-		if p, ok := c.Choose(s, 1+c.p.Margin); ok && p.Split < s.Split {
+		// The reason names what limits the current split (the device, the
+		// uplink, the cloud) as well as the split moved to.
+		cur := Predict(s, s.Split)
+		// More work on the device helps only when something else limits
+		// this split; otherwise the measurement already says it would not.
+		up := cur.Bottleneck == "uplink" || cur.Bottleneck == "cloud"
+		if p, ok := c.Choose(s, 1+c.p.Margin); ok && (p.Split < s.Split || p.Split > s.Split && up) {
+			verb := "offloading to"
+			if p.Split > s.Split { // the uplink or the cloud limits this split, not the device
+				verb = "keeping more work on the device at"
+			}
 			return c.move(s, p.Split, p.FPS, fmt.Sprintf(
-				"offloading to split %d: measured %.1f fps < target %.1f for %d periods; split %d is predicted at %.1f fps (bottleneck %s)",
-				p.Split, s.MeasuredFPS, s.Target, c.shortfall, p.Split, p.FPS, p.Bottleneck))
+				"%s split %d: measured %.1f fps < target %.1f for %d periods at split %d (bottleneck %s); split %d is predicted at %.1f fps (bottleneck %s)",
+				verb, p.Split, s.MeasuredFPS, s.Target, c.shortfall, s.Split, cur.Bottleneck, p.Split, p.FPS, p.Bottleneck))
 		} else if !ok {
 			f := fastest(s)
-			if f.Split != s.Split && f.FPS > Predict(s, s.Split).FPS*(1+c.p.Margin) {
+			if f.Split != s.Split && f.FPS > cur.FPS*(1+c.p.Margin) {
 				return c.move(s, f.Split, f.FPS, fmt.Sprintf(
-					"target %.1f fps is infeasible at every split; split %d has the best predicted throughput, %.1f fps (bottleneck %s)",
-					s.Target, f.Split, f.FPS, f.Bottleneck))
+					"no split is predicted to reach target %.1f fps with the %.0f%% margin; split %d (bottleneck %s) → split %d, which has the best predicted throughput, %.1f fps (bottleneck %s)",
+					s.Target, 100*c.p.Margin, s.Split, cur.Bottleneck, f.Split, f.FPS, f.Bottleneck))
 			}
-			return c.hold(s, fmt.Sprintf("target %.1f fps is infeasible at every split; split %d has the best predicted throughput (%.1f fps, measured %.1f)",
-				s.Target, s.Split, Predict(s, s.Split).FPS, s.MeasuredFPS))
+			return c.hold(s, fmt.Sprintf("no split is predicted to reach target %.1f fps with the %.0f%% margin; split %d has the best predicted throughput (%.1f fps, bottleneck %s; measured %.1f)",
+				s.Target, 100*c.p.Margin, s.Split, cur.FPS, cur.Bottleneck, s.MeasuredFPS))
 		}
-		return c.hold(s, fmt.Sprintf("below target (%.1f < %.1f fps) but no smaller split is predicted to do better", s.MeasuredFPS, s.Target))
+		return c.hold(s, fmt.Sprintf("below target (%.1f < %.1f fps, bottleneck %s) but no other split is predicted to do better", s.MeasuredFPS, s.Target, cur.Bottleneck))
 	}
 	if !meeting {
 		if _, ok := c.Choose(s, 1+c.p.Margin); !ok {
-			return c.hold(s, fmt.Sprintf("target %.1f fps is infeasible at every split; measured %.1f fps at split %d", s.Target, s.MeasuredFPS, s.Split))
+			return c.hold(s, fmt.Sprintf("no split is predicted to reach target %.1f fps with the %.0f%% margin; measured %.1f fps at split %d", s.Target, 100*c.p.Margin, s.MeasuredFPS, s.Split))
 		}
 		return c.hold(s, fmt.Sprintf("below target (%.1f < %.1f fps) for %d period(s); waiting for %d", s.MeasuredFPS, s.Target, c.shortfall, c.p.Shortfall))
 	}

@@ -123,14 +123,14 @@ func TestInfeasibleTargetPicksFastestAndSaysSo(t *testing.T) {
 	c.Step(s)
 	s.Now = p
 	d := c.Step(s)
-	if !d.Changed || d.Split != 1 || !strings.Contains(d.Reason, "infeasible") {
+	if !d.Changed || d.Split != 1 || !strings.Contains(d.Reason, "no split is predicted to reach") {
 		t.Fatalf("%+v", d)
 	}
 	// At the fastest split it holds, still explaining why.
 	for i := 2; i < 20; i++ {
 		s2 := snap(time.Duration(i)*p, 1, 50)
 		s2.Target = 500
-		if d := c.Step(s2); d.Changed || !strings.Contains(d.Reason, "infeasible") {
+		if d := c.Step(s2); d.Changed || !strings.Contains(d.Reason, "no split is predicted to reach") {
 			t.Fatalf("period %d: %+v", i, d)
 		}
 	}
@@ -299,5 +299,34 @@ func TestModelCorrectedByMeasurementOnAThinLink(t *testing.T) {
 	}
 	if f := c.Corrections()["device"]; f < 0.7 {
 		t.Errorf("device correction %.3f after measuring 18 fps, want relaxed toward 1", f)
+	}
+}
+
+// Below target because the uplink limits the current split, the
+// controller keeps more work on the device (a split whose state is small)
+// and its reason names the uplink.
+func TestUplinkBoundMovesWorkOntoTheDevice(t *testing.T) {
+	c := New(Params{})
+	p := c.Params().Period
+	link := func(now time.Duration, split int, measured float64) Snapshot {
+		s := snap(now, split, measured)
+		s.DeviceMS = []float64{5, 5, 5, 5, 5, 5, 5} // split 3: 15 ms, 66 fps on the device
+		s.Bytes = []float64{0, 500000, 500000, 1500, 500, 300, 300}
+		s.UplinkBps = 5e6 // raw frames: 10 fps; the mask: 3333 fps
+		return s
+	}
+	c.Step(link(0, 2, 10))
+	d := c.Step(link(p, 2, 10))
+	if !d.Changed || d.Split <= 2 || !strings.Contains(d.Reason, "bottleneck uplink") || !strings.Contains(d.Reason, "keeping more work on the device") {
+		t.Fatalf("uplink-bound at split 2: %+v, want a move to a larger split naming the uplink", d)
+	}
+	// The device limits: a larger split is not tried, whatever the model.
+	c = New(Params{})
+	s := link(0, 3, 10)
+	s.UplinkBps = 1e9
+	c.Step(s)
+	s.Now = p
+	if d := c.Step(s); d.Changed && d.Split > 3 {
+		t.Errorf("device-bound at split 3 moved work onto the device: %+v", d)
 	}
 }

@@ -1,10 +1,11 @@
 // Package sim is a deterministic simulator for split controllers: devices
 // with per-stage costs and a number of workers (cores), a link with
-// bandwidth and round-trip time, and a cloud with a number of workers, on a
-// virtual clock (nothing sleeps). A
-// scenario changes the world at given periods — CPU contention, bandwidth
-// drops, cloud slowdowns — and the simulator runs a policy through it,
-// feeding it the telemetry a real device and cloudproc would report.
+// bandwidth and round-trip time, possibly shared with other devices behind
+// the site's gateway, and a cloud with a number of workers, on a virtual
+// clock (nothing sleeps). A scenario changes the world at given periods —
+// CPU contention, bandwidth drops, devices joining the shared link, cloud
+// slowdowns — and the simulator runs a policy through it, feeding it the
+// telemetry a real device, gateway and cloudproc would report.
 package sim
 
 import (
@@ -50,7 +51,17 @@ type World struct {
 	// DeviceWorkers is how many frames the device runs through its stages
 	// at once, each on its own core (0: one).
 	DeviceWorkers float64
-	BandwidthBps  float64 // uplink capacity, bytes per second
+	// BandwidthBps is the uplink's capacity, bytes per second: the whole
+	// link's when devices share it.
+	BandwidthBps float64
+	// SharedDevices is how many devices, this one included, stream over
+	// the one uplink a site's gateway bridges to the cloud (a count; 0 or
+	// 1: this device is alone on it). The others are assumed to stream at
+	// the same split and rate as this one, so the link is split equally:
+	// this device's uplink rate is BandwidthBps ÷ SharedDevices, and its
+	// controller is told UplinkBps = the measured capacity ÷ SharedDevices,
+	// as the gateway computes it (gateway/plane.go, control).
+	SharedDevices float64
 	RTT           time.Duration
 	CloudSlow     float64 // cloud CPU time multiplier
 	CloudWorkers  float64
@@ -105,9 +116,15 @@ func (s Static) Step(snap controller.Snapshot) controller.Decision {
 	return controller.Decision{Split: s.K, Changed: s.K != snap.Split}
 }
 
+// uplinkShare is the part of a link capacity one device gets: the
+// capacity ÷ the devices sharing the link (at least one).
+func (w World) uplinkShare(capacityBps float64) float64 {
+	return capacityBps / math.Max(w.SharedDevices, 1)
+}
+
 // trueFPS is the world's real throughput at split k: the slowest of the
-// device (its workers each take a frame through stages 1..k), the uplink
-// and the cloud (its workers likewise), capped by the source.
+// device (its workers each take a frame through stages 1..k), its share of
+// the uplink and the cloud (its workers likewise), capped by the source.
 func trueFPS(p Profile, w World, k int) (fps, cloudMS float64) {
 	dev := p.OverheadMS
 	for i := 0; i < k; i++ {
@@ -119,7 +136,7 @@ func trueFPS(p Profile, w World, k int) (fps, cloudMS float64) {
 	}
 	up := 0.0
 	if w.BandwidthBps > 0 {
-		up = 1000 * p.Bytes[k] / w.BandwidthBps
+		up = 1000 * p.Bytes[k] / w.uplinkShare(w.BandwidthBps)
 	}
 	worst := math.Max(dev, math.Max(up, cloudMS/math.Max(w.CloudWorkers, 1)))
 	fps = 1000 / worst
@@ -175,7 +192,9 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 	split := startSplit
 	// What the device and gateway know: a device profile (refreshed every
 	// profileEvery periods, as the device re-profiles), the last cloud time
-	// seen per stage, and the last uplink capacity seen on large messages.
+	// seen per stage, and the last uplink capacity seen on large messages
+	// (the whole link's: the gateway divides it by the devices sharing it,
+	// which it knows at once).
 	const profileEvery, probeEvery = 15, 5
 	devProfile := scaled(p.DeviceMS, w.Contention)
 	cloudKnown := make([]float64, n)
@@ -217,7 +236,7 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 			Now: time.Duration(t) * params.Period, Split: split, Stages: n,
 			Target: sc.Target, MeasuredFPS: measured, SourceFPS: w.SourceFPS,
 			DeviceMS: devMS, OverheadMS: p.OverheadMS, DeviceWorkers: w.DeviceWorkers, CloudMS: cloudEst, CloudWorkers: w.CloudWorkers,
-			Bytes: p.Bytes, UplinkBps: bwKnown, CloudOnline: w.CloudOnline,
+			Bytes: p.Bytes, UplinkBps: w.uplinkShare(bwKnown), CloudOnline: w.CloudOnline,
 		}
 		d := pol.Step(snap)
 		ok, feasible := Oracle(p, w, sc.Target, params.Margin)

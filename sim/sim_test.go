@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -196,4 +197,101 @@ func TestOracleCountsDeviceWorkers(t *testing.T) {
 	if math.Abs(f4-4*f1) > 1e-9 {
 		t.Errorf("device-bound: 4 workers %.2f fps, 1 worker %.2f", f4, f1)
 	}
+}
+
+// uplinks records the uplink capacity each snapshot tells the policy.
+type uplinks struct {
+	Static
+	seen []float64
+}
+
+func (u *uplinks) Step(s controller.Snapshot) controller.Decision {
+	u.seen = append(u.seen, s.UplinkBps)
+	return u.Static.Step(s)
+}
+
+// Devices sharing the gateway's uplink each get an equal part of it: the
+// simulated device's rate and what its controller is told, as the gateway
+// computes it (capacity ÷ devices).
+func TestSharedUplinkIsDividedByTheDevices(t *testing.T) {
+	p := Balltrack()
+	w := base()
+	w.BandwidthBps, w.SourceFPS = 20e6, 0
+	alone, _ := trueFPS(p, w, 1)
+	w.SharedDevices = 1
+	if one, _ := trueFPS(p, w, 1); one != alone {
+		t.Errorf("SharedDevices 1: %.2f fps, alone %.2f", one, alone)
+	}
+	w.SharedDevices = 4
+	if four, _ := trueFPS(p, w, 1); math.Abs(four-alone/4) > 1e-9 || math.Abs(four-20e6/4/p.Bytes[1]) > 1e-9 {
+		t.Errorf("split 1 on a link shared by 4: %.2f fps, want %.2f", four, alone/4)
+	}
+	sc := Scenario{Periods: 4, Target: 25, Initial: w, Profile: p, Events: []Event{
+		{At: 2, Name: "alone", Apply: func(w *World) { w.SharedDevices = 0 }},
+	}}
+	u := &uplinks{Static: Static{K: 1}}
+	Run(sc, u, controller.Params{}, 1)
+	if want := []float64{5e6, 5e6, 20e6, 20e6}; fmt.Sprint(u.seen) != fmt.Sprint(want) {
+		t.Errorf("UplinkBps told %v, want %v", u.seen, want)
+	}
+}
+
+// The shared-uplink scenario's phases: alone, raw frames fit the link with
+// the margin; with three devices on it, splits 1–2 are limited by the link
+// below the target, and split 3 (the mask) is feasible on the device.
+func TestSharedUplinkScenarioPhases(t *testing.T) {
+	sc := scenario(t, "shared uplink")
+	params := controller.Params{}.Defaults()
+	worlds := make([]World, 0, 3)
+	for _, ph := range Phases(sc) {
+		w := sc.Initial
+		for _, e := range sc.Events {
+			if e.At <= ph.Start {
+				e.Apply(&w)
+			}
+		}
+		worlds = append(worlds, w)
+	}
+	if len(worlds) != 3 {
+		t.Fatalf("%d phases, want 3", len(worlds))
+	}
+	for _, i := range []int{0, 2} {
+		if k, ok := Oracle(sc.Profile, worlds[i], sc.Target, params.Margin); k > 2 || !ok {
+			t.Errorf("phase %d (alone on the link): oracle split %d %v, want raw frames (split 1–2)", i, k, ok)
+		}
+	}
+	mid := worlds[1]
+	unbounded := mid
+	unbounded.BandwidthBps = 0
+	for k := 1; k <= 2; k++ {
+		fps, _ := trueFPS(sc.Profile, mid, k)
+		free, _ := trueFPS(sc.Profile, unbounded, k)
+		if fps >= sc.Target || free <= fps {
+			t.Errorf("3 devices share: split %d makes %.1f fps (%.1f with an unbounded link): want the link to hold it below %.0f", k, fps, free, sc.Target)
+		}
+	}
+	if fps, _ := trueFPS(sc.Profile, mid, 3); fps < sc.Target/(1-sc.Noise) {
+		t.Errorf("3 devices share: split 3 makes %.1f fps, want ≥ %.1f (the target despite noise)", fps, sc.Target/(1-sc.Noise))
+	}
+	if k, ok := Oracle(sc.Profile, mid, sc.Target, params.Margin); k < 3 || !ok {
+		t.Errorf("3 devices share: oracle split %d %v, want ≥ 3", k, ok)
+	}
+}
+
+// When the shared link pushes the controller off raw frames, its reason
+// names the uplink.
+func TestSharedUplinkReasonNamesTheUplink(t *testing.T) {
+	sc := scenario(t, "shared uplink")
+	run := results(sc)["splitpoint"].Run
+	for t0 := PhaseLen; t0 < 2*PhaseLen-1; t0++ {
+		p := run[t0]
+		if p.Split > 2 || run[t0+1].Split <= 2 {
+			continue
+		}
+		if !strings.Contains(p.Reason, "uplink") {
+			t.Errorf("period %d: split %d → %d, reason %q does not name the uplink", t0, p.Split, run[t0+1].Split, p.Reason)
+		}
+		return
+	}
+	t.Errorf("the controller never left splits 1–2 while 3 devices shared the link")
 }
