@@ -21,6 +21,18 @@ const (
 	PolicyDropOldest = "drop-oldest"
 )
 
+// What a device does while no cloudproc is reachable (offline).
+const (
+	// OfflineHold pauses capture (policy block) or drops frames with
+	// no_cloud (policy drop-oldest): right for cameras.
+	OfflineHold = "hold"
+	// OfflineSpool keeps capturing while the gateway bridges to an upstream
+	// broker: every stage but the sink runs on the device and the gateway
+	// stores the states in its spool until the link is back; each frame
+	// gets its result late. Without a bridge it holds.
+	OfflineSpool = "spool"
+)
+
 // MaxWorkers bounds the workers setting.
 const MaxWorkers = 64
 
@@ -39,16 +51,22 @@ type Config struct {
 	// cert_file, key_file.
 	mqttc.Credentials
 	// Password is refused: a secret belongs in password_file.
-	Password        string          `toml:"password"`
-	Pipeline        string          `toml:"pipeline"`
-	Source          string          `toml:"source"`
-	Split           int             `toml:"split"`
-	Mode            string          `toml:"mode"`
-	TargetFPS       float64         `toml:"target_fps"`
-	Frames          int             `toml:"frames"`
-	Window          int             `toml:"window"`
-	Workers         int             `toml:"workers"` // frames in the local stages at once (0: one per CPU)
-	Policy          string          `toml:"policy"`
+	Password  string  `toml:"password"`
+	Pipeline  string  `toml:"pipeline"`
+	Source    string  `toml:"source"`
+	Split     int     `toml:"split"`
+	Mode      string  `toml:"mode"`
+	TargetFPS float64 `toml:"target_fps"`
+	Frames    int     `toml:"frames"`
+	Window    int     `toml:"window"`
+	Workers   int     `toml:"workers"` // frames in the local stages at once (0: one per CPU)
+	Policy    string  `toml:"policy"`
+	// Offline is OfflineHold or OfflineSpool.
+	Offline string `toml:"offline"`
+	// OfflineMaxBytes bounds the state bytes of frames sent while offline
+	// and not answered yet, which the device keeps to resend; past it the
+	// device holds as in OfflineHold until results come back.
+	OfflineMaxBytes int             `toml:"offline_max_bytes"`
 	MaxMessageBytes int             `toml:"max_message_bytes"`
 	MatCodec        string          `toml:"mat_codec"`
 	JPEGQuality     int             `toml:"jpeg_quality"`
@@ -109,6 +127,8 @@ func DefaultConfig() Config {
 		Mode:              wire.ModeAuto,
 		Window:            8,
 		Policy:            PolicyBlock,
+		Offline:           OfflineHold,
+		OfflineMaxBytes:   16 << 20,
 		MaxMessageBytes:   wire.DefaultMaxMessageBytes,
 		MatCodec:          "auto",
 		JPEGQuality:       90,
@@ -196,6 +216,10 @@ func (c *Config) Validate() error {
 		return config.Errorf("workers", "must be 0..%d (0: one per CPU), got %d", MaxWorkers, c.Workers)
 	case c.Policy != PolicyBlock && c.Policy != PolicyDropOldest:
 		return config.Errorf("policy", "must be %q or %q (got %q)", PolicyBlock, PolicyDropOldest, c.Policy)
+	case c.Offline != OfflineHold && c.Offline != OfflineSpool:
+		return config.Errorf("offline", "must be %q or %q (got %q)", OfflineHold, OfflineSpool, c.Offline)
+	case c.OfflineMaxBytes < 1<<20 || c.OfflineMaxBytes > 1<<30:
+		return config.Errorf("offline_max_bytes", "must be 1048576..1073741824 (got %d)", c.OfflineMaxBytes)
 	case c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 256<<20:
 		return config.Errorf("max_message_bytes", "must be 1024..268435456 (got %d)", c.MaxMessageBytes)
 	case c.JPEGQuality < 1 || c.JPEGQuality > 100:
@@ -267,6 +291,6 @@ func (c *Config) SourceOptions() tasks.SourceOptions {
 
 // String summarises the config for the start-up log line.
 func (c *Config) String() string {
-	return fmt.Sprintf("id=%s pipeline=%s split=%d mode=%s target_fps=%g source=%s window=%d workers=%d policy=%s slowdown=%g",
-		c.ID, c.Pipeline, c.Split, c.Mode, c.TargetFPS, c.Source, c.Window, c.Workers, c.Policy, c.Emulate.Slowdown)
+	return fmt.Sprintf("id=%s pipeline=%s split=%d mode=%s target_fps=%g source=%s window=%d workers=%d policy=%s offline=%s slowdown=%g",
+		c.ID, c.Pipeline, c.Split, c.Mode, c.TargetFPS, c.Source, c.Window, c.Workers, c.Policy, c.Offline, c.Emulate.Slowdown)
 }

@@ -59,6 +59,11 @@ type device struct {
 	send      func(*flight)
 	topics    []string // the stage topic of each stage, by index
 	lastSplit int      // the capture loop's: the split of the previous frame
+	spooling  bool     // the capture loop's: frames are being spooled (offline = "spool")
+	// spoolProgress is when a spooled frame was last answered without a
+	// resend or a cloudproc became reachable again (UnixNano): the resend
+	// loop resends spooled frames only when it is resend_after old.
+	spoolProgress atomic.Int64
 
 	// cloudsFull: the bound of tracked cloudprocs was reached (logged once).
 	cloudsFull atomic.Bool
@@ -180,6 +185,7 @@ func (d *device) connect(ctx context.Context) error {
 			wire.CloudStatusFilter:               1,
 			wire.ControlSplitTopic(cfg.ID):       1,
 			wire.ControlSlowdownSetTopic(cfg.ID): 1,
+			wire.BridgeStatusTopic:               1,
 		},
 		Handler: d.onMessage,
 		OnReady: d.onReady,
@@ -380,6 +386,11 @@ func (d *device) onMessage(c paho.Client, m paho.Message) {
 		d.onResult(m)
 		return
 	}
+	if topic == wire.BridgeStatusTopic {
+		// Retained while the gateway bridges; cleared (empty) without.
+		d.clouds.setBridge(len(m.Payload()) > 0)
+		return
+	}
 	if id, err := wire.ParseCloudStatusTopic(topic); err == nil {
 		switch string(m.Payload()) {
 		case wire.Online:
@@ -409,7 +420,12 @@ func (d *device) onResult(m paho.Message) {
 		return
 	}
 	d.progress()
-	done := func(f *flight) { d.stats.result(time.Since(f.captured)) }
+	done := func(f *flight) {
+		if f.spooled && f.resends == 0 {
+			d.spoolProgress.Store(time.Now().UnixNano())
+		}
+		d.stats.result(time.Since(f.captured))
+	}
 	if h.Error != "" {
 		done = func(*flight) { d.stats.drop(DropCloudError) }
 		d.log.Warn("the cloud could not process a frame; dropped", "seq", h.Seq, "error", h.Error)
@@ -439,11 +455,25 @@ func (d *device) publish(f *flight) {
 // the same result again; the device counts each frame once (extra copies
 // are counted as duplicates).
 func (d *device) resendLoop(ctx context.Context) {
-	tick.Every(ctx, d.cfg.ResendAfter.D()/4, func(now time.Time) bool {
+	after := d.cfg.ResendAfter.D()
+	online := false
+	tick.Every(ctx, after/4, func(now time.Time) bool {
 		if !d.clouds.any() || !d.client.IsConnectionOpen() {
+			online = false
 			return true
 		}
-		stale, gaveUp := d.win.stale(now.Add(-d.cfg.ResendAfter.D()), now, d.cfg.MaxResends)
+		if !online { // a cloudproc is reachable (again): the spool drains now
+			online = true
+			d.spoolProgress.Store(now.UnixNano())
+		}
+		stale, gaveUp := d.win.stale(now.Add(-after), now, d.cfg.MaxResends)
+		// Spooled frames wait behind the gateway's spool: they are resent
+		// only once no spooled frame was answered for resend_after, at most
+		// a window's worth at a time.
+		if now.Sub(time.Unix(0, d.spoolProgress.Load())) > after {
+			s, g := d.win.staleSpooled(now.Add(-after), now, d.cfg.Window, d.cfg.MaxResends)
+			stale, gaveUp = append(stale, s...), append(gaveUp, g...)
+		}
 		for _, f := range gaveUp {
 			d.stats.drop(DropUnanswered)
 			d.log.Warn("no result after the most resends; frame dropped", "seq", f.seq, "topic", f.topic, "max_resends", d.cfg.MaxResends)

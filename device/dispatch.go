@@ -79,7 +79,7 @@ func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
 	block := d.cfg.Policy == PolicyBlock
 	for n := 0; d.cfg.Frames == 0 || n < d.cfg.Frames; n++ {
 		if block {
-			if err := d.clouds.wait(ctx); err != nil {
+			if err := d.waitSendable(ctx); err != nil {
 				return err
 			}
 			if err := d.win.acquire(ctx); err != nil {
@@ -106,17 +106,73 @@ func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
 		}
 		d.progress()
 		d.stats.add(func(s *Summary) { s.Captured++ })
-		if !block && !d.clouds.any() {
+		ok, spooling := d.sendable()
+		if !ok { // only under drop-oldest: block waited above
 			closeInput(in) // no stage work for a frame that cannot be sent
 			d.win.release()
 			d.stats.drop(DropNoCloud)
 			continue
 		}
 		j := job{seq: uint64(n), split: d.splitAt(uint64(n)), in: in, captured: captured}
+		if d.spoolingNow(spooling, j.seq) {
+			// Only small states leave: every stage but the sink runs here.
+			j.split = d.pipe.MaxSplit()
+			d.stats.add(func(s *Summary) { s.Spooled++ })
+		}
 		j.gen, j.profile = d.perf.profileDue(d.cfg.ProfileFrames, d.cfg.ProfileInterval.D(), captured)
 		d.jobs <- j // the workers take every job: this never loses a frame
 	}
 	return nil
+}
+
+// sendable reports whether a frame captured now can be sent: a cloudproc
+// is online, or (offline = "spool") the gateway announced a bridge, whose
+// spool keeps the states until the link is back, and the states sent
+// offline and not yet answered fit offline_max_bytes; spooling tells the
+// latter case.
+func (d *device) sendable() (ok, spooling bool) {
+	if d.clouds.any() {
+		return true, false
+	}
+	if d.cfg.Offline != OfflineSpool || !d.clouds.bridged() {
+		return false, false
+	}
+	_, bytes := d.win.spooledSize()
+	return bytes < d.cfg.OfflineMaxBytes, true
+}
+
+// waitSendable waits until sendable.
+func (d *device) waitSendable(ctx context.Context) error {
+	for {
+		pc, wc := d.clouds.changedC(), d.win.changedC()
+		if ok, _ := d.sendable(); ok {
+			return nil
+		}
+		select {
+		case <-pc:
+		case <-wc:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// spoolingNow switches the window to or from spooling when the capture
+// loop's view changes (called in seq order) and returns spooling.
+func (d *device) spoolingNow(spooling bool, seq uint64) bool {
+	if spooling == d.spooling {
+		return spooling
+	}
+	d.spooling = spooling
+	moved := d.win.setOffline(spooling)
+	if spooling {
+		d.log.Warn("no cloudproc reachable: spooling through the gateway's bridge; every stage but the sink runs here",
+			"seq", seq, "split", d.pipe.MaxSplit(), "in_flight_moved", moved, "offline_max_bytes", d.cfg.OfflineMaxBytes)
+	} else {
+		frames, bytes := d.win.spooledSize()
+		d.log.Info("a cloudproc is reachable again; spooled frames await their results", "seq", seq, "spooled_frames", frames, "spooled_bytes", bytes)
+	}
+	return spooling
 }
 
 // splitAt fixes the split of frame seq: the split in force now. The capture

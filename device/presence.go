@@ -1,22 +1,24 @@
 package device
 
 import (
-	"context"
-
-	"github.com/splitpoint/splitpoint/internal/notify"
 	"math"
 	"sync"
+
+	"github.com/splitpoint/splitpoint/internal/notify"
 )
 
 // maxClouds bounds the cloudprocs a device tracks; status messages of more
 // are ignored (logged once, see onMessage).
 const maxClouds = 1024
 
-// presence tracks which cloudprocs are online, from their retained status.
-// It holds at most maxClouds.
+// presence tracks which cloudprocs are online, from their retained status,
+// and whether the gateway bridges to an upstream broker (its retained
+// offload/_bridge/status), which is where an offline = "spool" device's
+// states wait while no cloudproc is reachable. It holds at most maxClouds.
 type presence struct {
 	mu      sync.Mutex
 	online  map[string]bool
+	bridge  bool
 	changed notify.Cond
 }
 
@@ -41,13 +43,30 @@ func (p *presence) set(id string, on bool) bool {
 	return true
 }
 
-// clear forgets every cloudproc: on a lost connection nothing is known
-// until the retained statuses come again with the resubscription.
+// setBridge records whether the gateway has a bridge.
+func (p *presence) setBridge(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bridge = on
+	p.changed.Broadcast()
+}
+
+// clear forgets every cloudproc and the bridge: on a lost connection
+// nothing is known until the retained statuses come again with the
+// resubscription.
 func (p *presence) clear() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.online)
+	p.bridge = false
 	p.changed.Broadcast()
+}
+
+// bridged reports whether the gateway announced a bridge.
+func (p *presence) bridged() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bridge
 }
 
 func (p *presence) any() bool {
@@ -56,21 +75,11 @@ func (p *presence) any() bool {
 	return len(p.online) > 0
 }
 
-// wait returns once at least one cloudproc is online.
-func (p *presence) wait(ctx context.Context) error {
-	for {
-		p.mu.Lock()
-		n, ch := len(p.online), p.changed.C()
-		p.mu.Unlock()
-		if n > 0 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+// changedC returns a channel closed at the next change.
+func (p *presence) changedC() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed.C()
 }
 
 func floatBits(f float64) uint64 { return math.Float64bits(f) }

@@ -32,6 +32,7 @@ type Summary struct {
 	Sent          int
 	BytesSent     int64 // state bytes published, resends not included
 	Resent        int
+	Spooled       int // frames sent while no cloudproc was reachable (offline = "spool")
 	Results       int
 	Duplicates    int // results for a frame already answered or dropped
 	BadResults    int // malformed or foreign messages on the result topic
@@ -64,9 +65,9 @@ func (s Summary) String() string {
 	if s.Elapsed > 0 {
 		fps = float64(s.Captured) / s.Elapsed.Seconds()
 	}
-	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s bytes_sent=%d source_reopens=%d source_errors=%d",
+	return fmt.Sprintf("summary device=%s run=%s captured=%d filtered_local=%d sent=%d resent=%d results=%d dropped=%d [%s] duplicates=%d bad_results=%d fps=%.1f latency_p50=%s latency_p99=%s bytes_sent=%d source_reopens=%d source_errors=%d spooled=%d",
 		s.Device, s.Run, s.Captured, s.FilteredLocal, s.Sent, s.Resent, s.Results, s.DroppedTotal(), strings.Join(reasons, " "),
-		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond), s.BytesSent, s.SourceReopens, s.SourceErrors)
+		s.Duplicates, s.BadResults, fps, s.LatencyP50.Round(100*time.Microsecond), s.LatencyP99.Round(100*time.Microsecond), s.BytesSent, s.SourceReopens, s.SourceErrors, s.Spooled)
 }
 
 // maxLatencySamples bounds the latency record; older samples are overwritten.

@@ -76,6 +76,7 @@ func (d *device) telemetry(now time.Time, s, prev Summary, dt time.Duration, hos
 		t.LatencyMS.P50, t.LatencyMS.P99 = &p50, &p99
 	}
 	t.Window.InFlight, t.Window.Size = d.win.inFlight(), d.cfg.Window
+	t.Window.Spooled, t.Window.SpooledBytes = d.win.spooledSize()
 	t.Counters = wire.Counters{Captured: s.Captured, FilteredLocal: s.FilteredLocal, Sent: s.Sent, Resent: s.Resent,
 		Results: s.Results, Duplicates: s.Duplicates, BadResults: s.BadResults, Profiled: s.Profiled, Dropped: s.Dropped,
 		SourceReopens: s.SourceReopens, SourceErrors: s.SourceErrors}

@@ -160,3 +160,94 @@ func TestEvictingWaitsWhenNothingIsInFlightYet(t *testing.T) {
 		t.Error("an evicted frame is still held")
 	}
 }
+
+// Offline (offline = "spool"), frames leave their slot when registered, so
+// a full window of unanswerable frames does not stop capture; they stay in
+// flight for results, the drain and abandon, bounded by their bytes.
+func TestWindowOfflineFramesHoldNoSlot(t *testing.T) {
+	w := newWindow(2)
+	ctx := context.Background()
+	w.register(func() *flight { _ = w.acquire(ctx); return &flight{seq: 0, payload: make([]byte, 10)} }())
+	if moved := w.setOffline(true); moved != 1 {
+		t.Fatalf("moved %d frames in flight to spooled, want 1", moved)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		if err := w.acquire(short); err != nil {
+			t.Fatalf("seq %d: offline frames held the window: %v", seq, err)
+		}
+		cancel()
+		w.register(&flight{seq: seq, payload: make([]byte, 10)})
+	}
+	if n, b := w.spooledSize(); n != 6 || b != 60 {
+		t.Fatalf("spooled %d frames, %d bytes; want 6, 60", n, b)
+	}
+	if n := w.inFlight(); n != 6 {
+		t.Errorf("%d in flight, want 6 (spooled ones count)", n)
+	}
+	w.setOffline(false)
+	_ = w.acquire(ctx)
+	w.register(&flight{seq: 6, payload: make([]byte, 10)})
+	if n, _ := w.spooledSize(); n != 6 {
+		t.Errorf("a frame registered online went to spooled")
+	}
+	var got []uint64
+	for _, seq := range []uint64{3, 6} {
+		if !w.complete(seq, func(f *flight) { got = append(got, f.seq) }) {
+			t.Fatalf("seq %d not in flight", seq)
+		}
+	}
+	if n, b := w.spooledSize(); n != 5 || b != 50 {
+		t.Errorf("after a result: %d spooled, %d bytes; want 5, 50", n, b)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if w.waitEmpty(short) {
+		t.Fatal("waitEmpty returned with spooled frames unanswered")
+	}
+	if ab := w.abandon(); len(ab) != 5 {
+		t.Errorf("abandoned %d, want 5", len(ab))
+	}
+	if n, b := w.spooledSize(); n != 0 || b != 0 {
+		t.Errorf("after abandon: %d spooled, %d bytes", n, b)
+	}
+}
+
+// Spooled frames are resent oldest first with at most budget outstanding,
+// and given up after maxResends.
+func TestStaleSpooledIsBudgeted(t *testing.T) {
+	w := newWindow(1)
+	w.setOffline(true)
+	t0 := time.Now()
+	for seq := uint64(0); seq < 5; seq++ {
+		_ = w.acquire(context.Background())
+		w.register(&flight{seq: seq, sent: t0})
+	}
+	t1 := t0.Add(time.Minute)
+	re, gave := w.staleSpooled(t1, t1, 2, 2)
+	if len(re) != 2 || re[0].seq != 0 || re[1].seq != 1 || len(gave) != 0 {
+		t.Fatalf("first round resent %v gave up %v; want seqs 0, 1", seqs(re), seqs(gave))
+	}
+	// The two resent are outstanding: no budget left.
+	if re, _ := w.staleSpooled(t1, t1.Add(time.Second), 2, 2); len(re) != 0 {
+		t.Fatalf("resent %v with the budget used", seqs(re))
+	}
+	w.complete(0, func(*flight) {})
+	re, _ = w.staleSpooled(t1, t1.Add(time.Second), 2, 2)
+	if len(re) != 1 || re[0].seq != 2 {
+		t.Fatalf("after one answer resent %v, want seq 2", seqs(re))
+	}
+	t2 := t1.Add(time.Hour)
+	re, gave = w.staleSpooled(t2, t2, 10, 1)
+	if len(gave) != 2 || len(re) != 2 {
+		t.Fatalf("resent %v gave up %v; want 1 and 2 given up (resent once), 3 and 4 resent", seqs(re), seqs(gave))
+	}
+}
+
+func seqs(fs []*flight) []uint64 {
+	var out []uint64
+	for _, f := range fs {
+		out = append(out, f.seq)
+	}
+	return out
+}

@@ -45,7 +45,8 @@ const ReservedClientIDPrefix = "splitpoint-"
 // DeviceRules are the rules of a device identity: its own stage states,
 // telemetry, state, status, probes, command errors and the start-up
 // commands it sends for itself; it reads its results, its split decisions,
-// its emulated-slowdown command and every cloudproc's status.
+// its emulated-slowdown command, every cloudproc's status and the bridge's
+// (an offline = "spool" device spools only behind a bridge).
 func DeviceRules() AccessRules {
 	self := SelfLevel
 	return AccessRules{
@@ -55,7 +56,7 @@ func DeviceRules() AccessRules {
 		},
 		Retain: []string{StatusTopic(self), StateTopic(self)},
 		Subscribe: []string{
-			ResultTopic(self), ControlSplitTopic(self), ControlSlowdownSetTopic(self), CloudStatusFilter,
+			ResultTopic(self), ControlSplitTopic(self), ControlSlowdownSetTopic(self), CloudStatusFilter, BridgeStatusTopic,
 		},
 	}
 }

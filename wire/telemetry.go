@@ -90,8 +90,13 @@ type Telemetry struct {
 		P99 *float64 `json:"p99"`
 	} `json:"latency_ms"`
 	Window struct {
-		InFlight int `json:"in_flight"`
+		InFlight int `json:"in_flight"` // spooled frames included
 		Size     int `json:"size"`
+		// Spooled frames were sent while no cloudproc was reachable
+		// (offline = "spool") and await their results outside the window;
+		// SpooledBytes are their state bytes (≤ offline_max_bytes).
+		Spooled      int `json:"spooled"`
+		SpooledBytes int `json:"spooled_bytes"`
 	} `json:"window"`
 	Counters    Counters `json:"counters"`
 	Host        Host     `json:"host"`
