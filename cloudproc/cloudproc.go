@@ -17,6 +17,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/splitpoint/splitpoint/emulate"
+	"github.com/splitpoint/splitpoint/internal/cmalloc"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/tasks"
 	"github.com/splitpoint/splitpoint/wire"
@@ -100,6 +101,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		return Stats{}, err
 	}
 	p := newProc(cfg, log)
+	p.log.Info("malloc", "settings", cmalloc.String())
 	defer p.serveMetrics().Close() // nil when off
 	announced := make(chan struct{})
 	if err := p.connect(ctx, announced); err != nil {

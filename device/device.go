@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/splitpoint/splitpoint/internal/cmalloc"
 	"github.com/splitpoint/splitpoint/internal/tick"
 	"github.com/splitpoint/splitpoint/mqttc"
 	"github.com/splitpoint/splitpoint/tasks"
@@ -220,7 +221,7 @@ func (d *device) waitStart(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "workers", d.workers, "stages", d.pipe.StageNames())
+	d.log.Info("device started", "run", d.run, "config", d.cfg.String(), "split", d.split.Load(), "workers", d.workers, "stages", d.pipe.StageNames(), "malloc", cmalloc.String())
 	if d.cfg.Ready != nil {
 		d.cfg.Ready(d.run)
 	}

@@ -119,12 +119,12 @@ func TestSystemThinUplinkController(t *testing.T) {
 	g := startIn(t, n.edge, "gateway", "-c", gwCfg)
 	waitFor(t, 30*time.Second, "the bridge", func() bool { return strings.Contains(g.stderr.String(), "upstream connected") })
 	const (
-		slowdown = "30"
+		slowdown = "15"
 		target   = "30"
 	)
 	run := func(name string, seconds int, skip time.Duration, args ...string) (float64, []int) {
 		cfg := filepath.Join(dir, name+".toml")
-		writePrivate(t, cfg, "drain_timeout = \"1s\"\nstatus_interval = \"1s\"\n"+strings.Join(args, "\n")+"\n")
+		writePrivate(t, cfg, "drain_timeout = \"1s\"\nstatus_interval = \"1s\"\nworkers = 1\n"+strings.Join(args, "\n")+"\n")
 		// A device id per run: the gateway keeps each device's last
 		// decision (a manual split would hold an automatic run).
 		d := startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", name,
