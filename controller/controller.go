@@ -101,6 +101,11 @@ type Snapshot struct {
 	CloudWorkers float64
 	// Bytes[k] is the size of the state shipped at split k (index 0 unused).
 	Bytes []float64
+	// EncodeMS[k] is the device's time to encode the state of split k (ms
+	// per frame; nil or 0: unknown). OverheadMS, measured at Split,
+	// includes EncodeMS[Split]; a prediction for split k swaps it for
+	// EncodeMS[k] (a PNG mask costs more to encode than a few contours).
+	EncodeMS []float64
 	// UplinkBps is the uplink's capacity in bytes per second (0: unknown,
 	// taken as unbounded).
 	UplinkBps float64
@@ -122,6 +127,9 @@ type Prediction struct {
 func Predict(s Snapshot, k int) Prediction {
 	p := Prediction{Split: k}
 	p.DeviceMS = s.OverheadMS
+	if s.Split < len(s.EncodeMS) && k < len(s.EncodeMS) && s.EncodeMS[s.Split] > 0 && s.EncodeMS[k] > 0 {
+		p.DeviceMS += s.EncodeMS[k] - math.Min(s.EncodeMS[s.Split], s.OverheadMS)
+	}
 	for i := 0; i < k && i < len(s.DeviceMS); i++ {
 		p.DeviceMS += s.DeviceMS[i]
 	}

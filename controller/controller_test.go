@@ -330,3 +330,21 @@ func TestUplinkBoundMovesWorkOntoTheDevice(t *testing.T) {
 		t.Errorf("device-bound at split 3 moved work onto the device: %+v", d)
 	}
 }
+
+// The overhead measured at the current split includes its state's
+// encoding; a prediction for another split swaps in that split's.
+func TestPredictSwapsTheEncodingTime(t *testing.T) {
+	s := snap(0, 3, 0)
+	s.OverheadMS = 5 // of which 4 encode the state of split 3
+	s.EncodeMS = []float64{0, 0.5, 0.5, 4, 0.2, 0.1, 0.1}
+	if p := Predict(s, 3); p.DeviceMS != 35 {
+		t.Errorf("split 3: %v ms, want 35 (30 + the measured overhead)", p.DeviceMS)
+	}
+	if p := Predict(s, 4); math.Abs(p.DeviceMS-41.2) > 1e-9 {
+		t.Errorf("split 4: %v ms, want 41.2 (40 + 1 + 0.2)", p.DeviceMS)
+	}
+	s.EncodeMS = nil
+	if p := Predict(s, 4); p.DeviceMS != 45 {
+		t.Errorf("without encoding times: %v ms, want 45", p.DeviceMS)
+	}
+}

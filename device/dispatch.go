@@ -216,6 +216,7 @@ func (d *device) profile(in any, gen uint64) {
 	dev := make([]time.Duration, 0, n-1)
 	cpu := make([]time.Duration, 0, n-1)
 	bytes := make([]int, n)
+	enc := make([]time.Duration, n)
 	// A copy (an array is never changed in place): the input itself is
 	// processed as usual.
 	a, ok := in.(tasks.Array)
@@ -229,13 +230,13 @@ func (d *device) profile(in any, gen uint64) {
 		}
 	}
 	if !ok {
-		d.perf.profiled(gen, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
+		d.perf.profiled(gen, nil, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
 		return
 	}
 	complete := false
 	defer func() {
 		d.stats.add(func(s *Summary) { s.Profiled++ })
-		d.perf.profiled(gen, dev, cpu, bytes, complete, d.cfg.ProfileFrames, time.Now())
+		d.perf.profiled(gen, dev, cpu, bytes, enc, complete, d.cfg.ProfileFrames, time.Now())
 	}()
 	st := tasks.NewState(d.cfg.ID, 0)
 	defer st.Close()
@@ -247,8 +248,9 @@ func (d *device) profile(in any, gen uint64) {
 		if err != nil || filtered != "" {
 			return
 		}
-		if b, err := d.pipe.Envelope(st, tasks.Frame{Device: d.cfg.ID, Run: d.run, Captured: time.Now()}, i+1, i+1, "", nil, d.enc); err == nil {
-			bytes[i+1] = len(b)
+		t0 := time.Now()
+		if b, err := d.pipe.Envelope(st, tasks.Frame{Device: d.cfg.ID, Run: d.run, Captured: t0}, i+1, i+1, "", nil, d.enc); err == nil {
+			bytes[i+1], enc[i+1] = len(b), time.Since(t0)
 		}
 	}
 	complete = true

@@ -39,6 +39,7 @@ type perf struct {
 	prof      []fig // per stage
 	liveBytes []fig // per split k (dev holds the bytes)
 	profBytes []fig
+	profEnc   []fig // per split k: the time to encode its state (dev)
 	overhead  fig
 
 	round     int // complete profiles in the current round
@@ -51,7 +52,7 @@ type perf struct {
 
 func newPerf(names []string) *perf {
 	n := len(names)
-	return &perf{names: names, live: make([]fig, n), prof: make([]fig, n), liveBytes: make([]fig, n), profBytes: make([]fig, n), wanted: true}
+	return &perf{names: names, live: make([]fig, n), prof: make([]fig, n), liveBytes: make([]fig, n), profBytes: make([]fig, n), profEnc: make([]fig, n), wanted: true}
 }
 
 func (p *perf) stage(i int, dev, cpu time.Duration, now time.Time) {
@@ -105,10 +106,10 @@ func (p *perf) profileDue(frames int, every time.Duration, now time.Time) (gen u
 }
 
 // profiled records one profiling pass of round gen: per-stage times and
-// boundary bytes, as far as the frame went (a filtered frame ends the pass
-// early). A pass of an earlier round (the speed changed meanwhile) is
-// ignored.
-func (p *perf) profiled(gen uint64, dev, cpu []time.Duration, bytes []int, complete bool, frames int, now time.Time) {
+// boundary bytes and encoding times, as far as the frame went (a filtered
+// frame ends the pass early). A pass of an earlier round (the speed changed
+// meanwhile) is ignored.
+func (p *perf) profiled(gen uint64, dev, cpu []time.Duration, bytes []int, enc []time.Duration, complete bool, frames int, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if gen != p.gen {
@@ -125,6 +126,9 @@ func (p *perf) profiled(gen uint64, dev, cpu []time.Duration, bytes []int, compl
 	for k, b := range bytes {
 		if b > 0 {
 			p.profBytes[k].observe(float64(b), 0, now, a)
+			if k < len(enc) {
+				p.profEnc[k].observe(ms(enc[k]), 0, now, a)
+			}
 		}
 	}
 	p.attempts++
@@ -181,6 +185,9 @@ func (p *perf) figures(split int, fresh time.Duration, now time.Time, next func(
 			b.Bytes, b.AgeS = math.Round(f.dev), age(now, f.at)
 		} else if f := p.liveBytes[k]; f.ok {
 			b.Bytes, b.AgeS = math.Round(f.dev), age(now, f.at)
+		}
+		if f := p.profEnc[k]; f.ok {
+			b.EncodeMS = round3(f.dev)
 		}
 		bounds = append(bounds, b)
 	}

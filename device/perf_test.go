@@ -17,7 +17,7 @@ func TestFiguresMarkMeasuredAndEstimated(t *testing.T) {
 	if !due {
 		t.Fatal("no profile due at start")
 	}
-	p.profiled(gen, []time.Duration{10 * ms, 20 * ms, 30 * ms}, []time.Duration{5 * ms, 10 * ms, 15 * ms}, []int{0, 100, 200, 300}, true, 1, t0)
+	p.profiled(gen, []time.Duration{10 * ms, 20 * ms, 30 * ms}, []time.Duration{5 * ms, 10 * ms, 15 * ms}, []int{0, 100, 200, 300}, []time.Duration{0, ms, 2 * ms, 3 * ms}, true, 1, t0)
 	if _, due := p.profileDue(1, time.Minute, t0); due {
 		t.Error("a complete round left profiling due")
 	}
@@ -38,6 +38,9 @@ func TestFiguresMarkMeasuredAndEstimated(t *testing.T) {
 	}
 	if bounds[0].Bytes != 150 || bounds[0].Source != wire.Measured || bounds[1].Bytes != 200 || bounds[1].Source != wire.Estimated {
 		t.Errorf("boundaries %+v", bounds)
+	}
+	if bounds[0].EncodeMS != 1 || bounds[1].EncodeMS != 2 || bounds[2].EncodeMS != 3 {
+		t.Errorf("profiled encoding times %+v", bounds)
 	}
 	// After the speed changes a new round is due; stale live figures are
 	// estimates again.
@@ -68,7 +71,7 @@ func TestProfilePassesAreHandedOutOnce(t *testing.T) {
 		t.Fatalf("%d passes handed out for a round of 3", len(gens))
 	}
 	// The first pass fails (filtered early): one more is handed out.
-	p.profiled(gens[0], []time.Duration{ms}, []time.Duration{ms}, []int{0, 0, 0}, false, 3, t0)
+	p.profiled(gens[0], []time.Duration{ms}, []time.Duration{ms}, []int{0, 0, 0}, nil, false, 3, t0)
 	gen, due := p.profileDue(3, time.Minute, t0)
 	if !due || gen != gens[0] {
 		t.Fatal("an incomplete pass was not replaced")
@@ -77,7 +80,7 @@ func TestProfilePassesAreHandedOutOnce(t *testing.T) {
 	p.requestProfile()
 	old := []time.Duration{100 * ms, 100 * ms}
 	for _, g := range append(gens[1:], gen) {
-		p.profiled(g, old, old, []int{0, 1, 1}, true, 3, t0)
+		p.profiled(g, old, old, []int{0, 1, 1}, nil, true, 3, t0)
 	}
 	if stages, _, _ := p.figures(0, time.Second, t0, func(int) string { return "" }); stages[0].DeviceMS != 1 || stages[1].AgeS != -1 {
 		t.Errorf("a pass of the old round counted in the new one: %+v", stages[0])
@@ -86,7 +89,7 @@ func TestProfilePassesAreHandedOutOnce(t *testing.T) {
 	for range 10 {
 		if g, due := p.profileDue(3, time.Minute, t0); due {
 			n++
-			p.profiled(g, []time.Duration{ms, 2 * ms}, []time.Duration{ms, 2 * ms}, []int{0, 1, 1}, true, 3, t0)
+			p.profiled(g, []time.Duration{ms, 2 * ms}, []time.Duration{ms, 2 * ms}, []int{0, 1, 1}, nil, true, 3, t0)
 		}
 	}
 	if n != 3 {

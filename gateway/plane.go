@@ -568,7 +568,7 @@ func snapshot(t *wire.Telemetry, d *dev, now time.Time, cloudOnline bool, worker
 	s := controller.Snapshot{
 		Now: time.Duration(now.UnixNano()), Split: t.Split, Stages: n, Target: d.target, MeasuredFPS: t.FPS,
 		SourceFPS: t.SourceFPS, OverheadMS: t.OverheadMS, DeviceWorkers: float64(t.Workers), CloudWorkers: math.Max(workers, 1), CloudOnline: cloudOnline && t.CloudOnline,
-		DeviceMS: make([]float64, n), CloudMS: make([]float64, n), Bytes: make([]float64, n),
+		DeviceMS: make([]float64, n), CloudMS: make([]float64, n), Bytes: make([]float64, n), EncodeMS: make([]float64, n),
 	}
 	for i, st := range t.Stages {
 		if i >= n {
@@ -586,7 +586,7 @@ func snapshot(t *wire.Telemetry, d *dev, now time.Time, cloudOnline bool, worker
 	}
 	for _, b := range t.Boundaries {
 		if b.Split >= 1 && b.Split < n {
-			s.Bytes[b.Split] = b.Bytes
+			s.Bytes[b.Split], s.EncodeMS[b.Split] = b.Bytes, b.EncodeMS
 		}
 	}
 	if t.Uplink.CapacityBps != nil {

@@ -24,7 +24,11 @@ type BoundaryFigure struct {
 	Split  int     `json:"split"`
 	Next   string  `json:"next"` // the stage that receives it
 	Bytes  float64 `json:"bytes"`
-	Source string  `json:"source"`
+	// EncodeMS is the device's time to encode this state (ms per frame,
+	// from profiling; 0: not profiled yet). The device's overhead at its
+	// current split includes that split's.
+	EncodeMS float64 `json:"encode_ms,omitempty"`
+	Source   string  `json:"source"`
 	AgeS   float64 `json:"age_s"`
 }
 
