@@ -163,12 +163,10 @@ func TestSystemThinUplinkController(t *testing.T) {
 	if final <= 2 {
 		t.Errorf("the controller kept shipping raw frames: split %d", final)
 	}
-	// The goal is 0.9× (met at 0.93× and missed at 0.89× in two
-	// runs on a busy 2-core machine, where the splits that do not ship
-	// raw frames measure within noise of each other). The test fails
-	// below 0.75×: staying on raw frames reads 0.15×.
-	if fps < 0.75*best {
-		t.Errorf("automatic %.1f results/s < 0.75 × best static %.1f (split %d)", fps, best, bestSplit)
+	// Staying on raw frames reads 0.1×; the automatic split measured 1.04×
+	// and 1.00× in two runs on the 2-core development machine.
+	if fps < 0.9*best {
+		t.Errorf("automatic %.1f results/s < 0.9 × best static %.1f (split %d)", fps, best, bestSplit)
 	}
 	if !strings.Contains(g.stderr.String(), "split=3") && !strings.Contains(g.stderr.String(), "split=4") &&
 		!strings.Contains(g.stderr.String(), "split=5") && !strings.Contains(g.stderr.String(), "split=6") {
