@@ -358,3 +358,28 @@ func TestMetricsOff(t *testing.T) {
 		t.Fatal("not ready")
 	}
 }
+
+// The gateway's own count of results delivered to a device over a control
+// period becomes the measurement when it is well below the device's
+// report.
+func TestDeliveredRate(t *testing.T) {
+	p := newPlane(DefaultConfig(), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := &dev{id: "a"}
+	p.devs["a"] = d
+	t0 := time.Unix(1_700_000_000, 0)
+	p.measureDelivery(t0)
+	if got := measuredFPS(30, d, 0.1); got != 30 {
+		t.Errorf("before a full period: %v, want the report, 30", got)
+	}
+	p.results["a"] = 20
+	p.measureDelivery(t0.Add(2 * time.Second))
+	if d.delivered != 10 {
+		t.Fatalf("delivered %v results/s, want 10", d.delivered)
+	}
+	if got := measuredFPS(30, d, 0.1); got != 10 {
+		t.Errorf("30 captured, 10 delivered: %v, want 10", got)
+	}
+	if got := measuredFPS(10.5, d, 0.1); got != 10.5 {
+		t.Errorf("within the margin: %v, want the report", got)
+	}
+}

@@ -67,6 +67,14 @@ type dev struct {
 	heard      time.Time
 	bottleneck string
 	predicted  float64
+
+	// delivered is the rate of results the gateway saw for the device
+	// (results/s) over the last control period; resultsAt/resultsSeen the
+	// count and time it was taken from.
+	delivered   float64
+	deliveredOK bool // delivered was measured over a whole period
+	resultsSeen int64
+	resultsAt   time.Time
 }
 
 type cloudInfo struct {
@@ -98,6 +106,10 @@ type plane struct {
 	warned map[string]bool
 	// viewReq serves the metrics a copy of the devices (metrics.go).
 	viewReq chan chan planeView
+	// results counts the results delivered to each device, by an inline
+	// subscription that does not go through events (at most maxDevices).
+	resultsMu sync.Mutex
+	results   map[string]int64
 }
 
 // malformedCounts returns the malformed messages counted per kind.
@@ -110,11 +122,12 @@ func (p *plane) malformedCounts() map[string]int64 {
 func newPlane(cfg Config, srv *mqtt.Server, log *slog.Logger) *plane {
 	return &plane{
 		cfg: cfg, log: log, srv: srv, run: newRunID(),
-		events: make(chan event, 4096),
-		devs:   map[string]*dev{},
-		clouds: map[string]*cloudInfo{},
-		bad:    map[string]int64{},
-		warned: map[string]bool{},
+		events:  make(chan event, 4096),
+		devs:    map[string]*dev{},
+		clouds:  map[string]*cloudInfo{},
+		bad:     map[string]int64{},
+		warned:  map[string]bool{},
+		results: map[string]int64{},
 
 		viewReq: make(chan chan planeView),
 	}
@@ -144,7 +157,49 @@ func (p *plane) subscribe() error {
 			return fmt.Errorf("subscribe %s: %w", f, err)
 		}
 	}
+	// Results only count: the delivery rate the controller checks the
+	// device's own figure against (control).
+	err := p.srv.Subscribe(wire.ResultFilter, len(filters)+1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		if device, leaf, err := wire.ParseDeviceTopic(pk.TopicName); err == nil && leaf == "result" {
+			p.resultsMu.Lock()
+			if _, ok := p.results[device]; ok || len(p.results) < maxDevices {
+				p.results[device]++
+			}
+			p.resultsMu.Unlock()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", wire.ResultFilter, err)
+	}
 	return nil
+}
+
+// measuredFPS is the rate the controller takes as measured: the device
+// reports the frames it captured; what reached the cloud and came back is
+// what the gateway saw delivered. When that is below the report by more
+// than the margin (frames dropped or stuck on the way), it is the
+// measurement.
+func measuredFPS(reported float64, d *dev, margin float64) float64 {
+	if !d.deliveredOK || d.delivered >= reported*(1-margin) {
+		return reported
+	}
+	return d.delivered
+}
+
+// measureDelivery sets every device's delivered rate from the results
+// counted since the last control period.
+func (p *plane) measureDelivery(now time.Time) {
+	p.resultsMu.Lock()
+	defer p.resultsMu.Unlock()
+	for _, d := range p.devs {
+		n := p.results[d.id]
+		if !d.resultsAt.IsZero() {
+			if dt := now.Sub(d.resultsAt).Seconds(); dt > 0 {
+				d.delivered, d.deliveredOK = float64(n-d.resultsSeen)/dt, true
+			}
+		}
+		d.resultsSeen, d.resultsAt = n, now
+	}
 }
 
 func (p *plane) loop(ctx context.Context) {
@@ -161,6 +216,7 @@ func (p *plane) loop(ctx context.Context) {
 			reply <- p.view()
 		case now := <-t.C:
 			p.audit(now)
+			p.measureDelivery(now)
 			p.control(now)
 		}
 	}
@@ -553,6 +609,7 @@ func (p *plane) control(now time.Time) {
 		if p.link != nil {
 			snap.UplinkBps = shareBps // the LAN's PUBACKs say nothing about the link that matters
 		}
+		snap.MeasuredFPS = measuredFPS(snap.MeasuredFPS, d, p.cfg.Control.Margin)
 		dec := d.ctrl.Step(snap)
 		d.bottleneck, d.predicted = lastStep(snap, dec, p.link != nil)
 		if dec.Changed && dec.Split >= 1 && dec.Split < d.stages {
