@@ -21,15 +21,15 @@ type StageFigure struct {
 
 // BoundaryFigure is the size of the state shipped at one split.
 type BoundaryFigure struct {
-	Split  int     `json:"split"`
-	Next   string  `json:"next"` // the stage that receives it
-	Bytes  float64 `json:"bytes"`
+	Split int     `json:"split"`
+	Next  string  `json:"next"` // the stage that receives it
+	Bytes float64 `json:"bytes"`
 	// EncodeMS is the device's time to encode this state (ms per frame,
 	// from profiling; 0: not profiled yet). The device's overhead at its
 	// current split includes that split's.
 	EncodeMS float64 `json:"encode_ms,omitempty"`
 	Source   string  `json:"source"`
-	AgeS   float64 `json:"age_s"`
+	AgeS     float64 `json:"age_s"`
 }
 
 // Uplink is the evidence about the device's link to the broker.
