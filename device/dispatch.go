@@ -79,13 +79,14 @@ func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
 	block := d.cfg.Policy == PolicyBlock
 	for n := 0; d.cfg.Frames == 0 || n < d.cfg.Frames; n++ {
 		if block {
-			if err := d.waitSendable(ctx); err != nil {
-				return err
-			}
-			if err := d.win.acquire(ctx); err != nil {
+			if err := d.acquireSendable(ctx, uint64(n)); err != nil {
 				return err
 			}
 		} else {
+			// Going offline first moves the frames in flight out of the
+			// window, so that they are not evicted.
+			_, spooling := d.sendable()
+			d.spoolingNow(spooling, uint64(n))
 			ev, err := d.win.acquireEvicting(ctx)
 			if err != nil {
 				return err
@@ -107,12 +108,14 @@ func (d *device) captureLoop(ctx context.Context, src tasks.Source) error {
 		d.progress()
 		d.stats.add(func(s *Summary) { s.Captured++ })
 		ok, spooling := d.sendable()
-		if !ok { // only under drop-oldest: block waited above
+		if !ok && !block {
 			closeInput(in) // no stage work for a frame that cannot be sent
 			d.win.release()
 			d.stats.drop(DropNoCloud)
 			continue
 		}
+		// (Under block a frame captured as the cloud went away is sent
+		// anyway; it is resent once a cloudproc is back.)
 		j := job{seq: uint64(n), split: d.splitAt(uint64(n)), in: in, captured: captured}
 		if d.spoolingNow(spooling, j.seq) {
 			// Only small states leave: every stage but the sink runs here.
@@ -141,18 +144,28 @@ func (d *device) sendable() (ok, spooling bool) {
 	return bytes < d.cfg.OfflineMaxBytes, true
 }
 
-// waitSendable waits until sendable.
-func (d *device) waitSendable(ctx context.Context) error {
+// acquireSendable waits until a frame captured now can be sent (sendable)
+// and takes a window slot for it. Going offline moves the frames in flight
+// out of the window first, so a window full of frames whose results
+// cannot come yet does not hold a spooling device; a change of the cloud's
+// presence while it waits for a slot makes it look again.
+func (d *device) acquireSendable(ctx context.Context, seq uint64) error {
 	for {
 		pc, wc := d.clouds.changedC(), d.win.changedC()
-		if ok, _ := d.sendable(); ok {
-			return nil
+		ok, spooling := d.sendable()
+		if !ok {
+			select {
+			case <-pc:
+			case <-wc:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		}
-		select {
-		case <-pc:
-		case <-wc:
-		case <-ctx.Done():
-			return ctx.Err()
+		d.spoolingNow(spooling, seq)
+		got, err := d.win.acquireUnless(ctx, pc)
+		if err != nil || got {
+			return err
 		}
 	}
 }

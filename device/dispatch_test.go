@@ -553,3 +553,59 @@ func TestTelemetryReportsWorkers(t *testing.T) {
 		}
 	}
 }
+
+// offline = "spool": when the cloud goes away with the window full of
+// frames whose results cannot come, capture goes on (the frames move out
+// of the window); frames captured offline run every stage but the sink,
+// and a result completes a spooled frame like any other.
+func TestDispatchSpoolsWhenTheCloudGoesAway(t *testing.T) {
+	const frames = 20
+	d := testDevice(t, func(c *Config) { c.Frames, c.Workers, c.Window, c.Offline = frames, 1, 2, OfflineSpool })
+	cloud := newFakeCloud(t, d)
+	cloud.answer = false
+	d.clouds.setBridge(true)
+	src := &countSource{onRead: func(n uint64) {
+		if n == 1 { // frames 0 and 1 fill the window, unanswered; then the cloud goes
+			go func() {
+				for d.win.inFlight() < 2 {
+					time.Sleep(time.Millisecond)
+				}
+				time.Sleep(20 * time.Millisecond) // capture waits for a slot by now
+				d.clouds.set("c1", false)
+			}()
+		}
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stop := d.startWorkers()
+	err := d.captureLoop(ctx, src)
+	stop()
+	if err != nil {
+		t.Fatalf("capture: %v (spooled %d, in flight %d)", err, d.stats.snapshot().Spooled, d.win.inFlight())
+	}
+	s := d.stats.snapshot()
+	if n, _ := d.win.spooledSize(); s.Captured != frames || s.Spooled != frames-2 || n != frames || d.win.inFlight() != frames {
+		t.Fatalf("captured %d, spooled %d (window spooled %d, in flight %d); want %d captured, all spooled", s.Captured, s.Spooled, n, d.win.inFlight(), frames)
+	}
+	maxSplit := d.pipe.MaxSplit()
+	cloud.mu.Lock()
+	offline := 0
+	for _, env := range cloud.sent {
+		if env.Seq >= 2 {
+			offline++
+			if env.Split != maxSplit {
+				t.Errorf("seq %d captured offline at split %d, want %d", env.Seq, env.Split, maxSplit)
+			}
+		}
+	}
+	cloud.mu.Unlock()
+	if offline != frames-2 {
+		t.Errorf("%d frames sent offline, want %d", offline, frames-2)
+	}
+	for seq := range frames {
+		d.onResult(fakeMessage{topic: wire.ResultTopic(d.cfg.ID), payload: fmt.Appendf(nil, `{"device":%q,"run":%q,"seq":%d,"split":%d}`, d.cfg.ID, d.run, seq, maxSplit)})
+	}
+	if s := d.stats.snapshot(); s.Results != frames || d.win.inFlight() != 0 {
+		t.Errorf("after the results: %d results, %d in flight", s.Results, d.win.inFlight())
+	}
+}

@@ -99,19 +99,28 @@ func (w *window) signal() { w.changed.Broadcast() }
 
 // acquire waits for a free slot.
 func (w *window) acquire(ctx context.Context) error {
+	_, err := w.acquireUnless(ctx, nil)
+	return err
+}
+
+// acquireUnless waits for a free slot like acquire, but gives up (false)
+// when stop is closed first.
+func (w *window) acquireUnless(ctx context.Context, stop <-chan struct{}) (bool, error) {
 	for {
 		w.mu.Lock()
 		if w.used() < w.size {
 			w.reserve++
 			w.mu.Unlock()
-			return nil
+			return true, nil
 		}
 		ch := w.changed.C()
 		w.mu.Unlock()
 		select {
 		case <-ch:
+		case <-stop:
+			return false, nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }

@@ -251,3 +251,18 @@ func seqs(fs []*flight) []uint64 {
 	}
 	return out
 }
+
+func TestAcquireUnlessGivesUpWhenStopped(t *testing.T) {
+	w := newWindow(1)
+	ctx := context.Background()
+	if got, err := w.acquireUnless(ctx, nil); !got || err != nil {
+		t.Fatalf("first slot: %v, %v", got, err)
+	}
+	stop := make(chan struct{})
+	done := make(chan bool)
+	go func() { got, _ := w.acquireUnless(ctx, stop); done <- got }()
+	close(stop)
+	if <-done {
+		t.Fatal("took a slot of a full window")
+	}
+}

@@ -381,7 +381,8 @@ func TestBridgeOutages(t *testing.T) {
 }
 
 // A sensor that must not miss data (offline = "spool") through an outage of
-// the upstream: while no cloudproc is reachable it keeps capturing, runs
+// the upstream: while no cloudproc is reachable it keeps capturing (with a
+// window of 2, full of unanswerable frames when the link drops), runs
 // every stage but the sink and its small states wait in the gateway's
 // spool; when the link is back each frame gets its one result, late. Every
 // frame is counted once (captured = results + dropped, nothing dropped),
@@ -394,7 +395,7 @@ func TestBridgeSpoolingDeviceThroughAnOutage(t *testing.T) {
 	waitCloudOnline(t, broker, "cloud1")
 	col := newCollector(t, broker)
 	devCfg := filepath.Join(t.TempDir(), "pi.toml")
-	writePrivate(t, devCfg, "offline = \"spool\"\nresend_after = \"10s\"\nmax_resends = 0\ndrain_timeout = \"120s\"\n")
+	writePrivate(t, devCfg, "offline = \"spool\"\nwindow = 2\nresend_after = \"10s\"\nmax_resends = 0\ndrain_timeout = \"120s\"\n")
 	const frames = 300
 	dev := start(t, "device", "-c", devCfg, "--broker", broker, "--id", "sensor1", "--source", "synthetic:?fps=30&seed=4",
 		"--frames", fmt.Sprint(frames), "--split", "2")
