@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// TestBenchSmoke runs cmd/bench -quick (one round of 30 frames, small
-// broker loads) and checks that it exits 0 and prints every section's
-// header and a row per mode. It asserts nothing about speed. The bench and
+// TestBenchSmoke runs cmd/bench -quick (one round of 30 frames, paced runs
+// of 30 frames, small broker loads) and checks that it exits 0 and prints
+// every section's header and a row per mode. It asserts nothing about speed. The bench and
 // the binaries it runs are built as make bench builds them (no race
 // detector: race-built binaries make the run twice as long, and the other
 // tests run those).
@@ -54,6 +54,10 @@ func TestBenchSmoke(t *testing.T) {
 		"## Pipeline — synthetic source synthetic:?size=640x480&fps=0&seed=1, 30 frames",
 		"| mode | frames/s | p50 latency | p99 latency | CPU/frame, all processes | state bytes/frame |",
 		"| mode | device CPU/frame | gateway CPU/frame | cloudproc CPU/frame | device cores | gateway cores | cloudproc cores | page faults/frame device / gateway / cloudproc | device workers |",
+		"| mode | device peak RSS | device peak Anonymous | device ru_maxrss | Go mallocs/frame | Go bytes allocated/frame |",
+		"## Paced 30 fps — device source synthetic:?size=960x540&fps=30&seed=1, 30 frames per run",
+		"| mode | p50 latency | p99 latency | p99 ≤ 50ms | device cores | device peak RSS | device peak Anonymous | device Go mallocs/frame | device Go bytes allocated/frame |",
+		"| process | RSS | Anonymous | peak RSS |",
 		"## Broker — paho QoS 1",
 		"| message | messages | path | messages/s | MB/s | ×mosquitto | broker CPU/message | broker cores | clients cores |",
 	} {
@@ -61,23 +65,57 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("no %q in the report", h)
 		}
 	}
-	// Two inputs, two tables each: every mode has four rows.
-	modes := []string{"baseline", "in-process", "split 1", "split 2", "split 3", "split 4", "split 5", "split 6 (all-local)"}
+	// Two inputs, three tables each: every mode has six rows; the splits
+	// one more in the paced table.
+	splits := []string{"split 1", "split 2", "split 3", "split 4", "split 5", "split 6 (all-local)"}
+	modes := append([]string{"baseline", "in-process"}, splits...)
 	if n := runtime.NumCPU(); n > 1 {
 		modes = append(modes, fmt.Sprintf("baseline ×%d", n))
 	}
 	for _, m := range modes {
-		if n := strings.Count(out, "\n| "+m+" | "); n != 4 {
-			t.Errorf("%d rows for mode %q, want 4 (two inputs × two tables)", n, m)
+		want := 6
+		if strings.HasPrefix(m, "split ") {
+			want = 7
+		}
+		if n := strings.Count(out, "\n| "+m+" | "); n != want {
+			t.Errorf("%d rows for mode %q, want %d (two inputs × three tables, and the paced table for a split)", n, m, want)
 		}
 	}
-	// Every row of the main tables has a figure and its ratio to the
+	// Every row of the two main tables has a figure and its ratio to the
 	// baseline.
-	for _, l := range strings.Split(out, "\n") {
-		for _, m := range modes {
-			if strings.HasPrefix(l, "| "+m+" | ") && !strings.Contains(l, "×") {
+	for _, h := range []string{"| mode | frames/s |", "| mode | device CPU/frame |"} {
+		for _, l := range tableRows(out, h) {
+			if !strings.Contains(l, "×") {
 				t.Errorf("row without a ratio: %s", l)
 			}
+		}
+	}
+	// Memory: every device run has its peak RSS and Anonymous, the loops
+	// in the bench's process their Go allocations per frame.
+	for _, l := range tableRows(out, "| mode | device peak RSS |") {
+		if strings.HasPrefix(l, "| split ") {
+			if !regexp.MustCompile(`^\| split [^|]+ \| [0-9.]+ MiB \| [0-9.]+ MiB \| `).MatchString(l) {
+				t.Errorf("device row without its memory: %s", l)
+			}
+		} else if !regexp.MustCompile(`\| \d+¹ \| [0-9.]+ KiB¹ \|$`).MatchString(l) {
+			t.Errorf("loop row without its Go allocations: %s", l)
+		}
+	}
+	// Paced: every split with p50, p99, the goal, the device's memory and
+	// its Go allocations per frame.
+	paced := tableRows(out, "| mode | p50 latency | p99 latency |")
+	if len(paced) != len(splits) {
+		t.Errorf("%d rows in the paced table, want %d", len(paced), len(splits))
+	}
+	pacedRe := regexp.MustCompile(`^\| split [^|]+ \| [0-9.]+ ms \| [0-9.]+ ms \| [✓✗] \| [0-9.]+ \| [0-9.]+ MiB \| [0-9.]+ MiB \| -?\d+ \| -?[0-9.]+ KiB \|$`)
+	for _, l := range paced {
+		if !pacedRe.MatchString(l) {
+			t.Errorf("paced row without every figure: %s", l)
+		}
+	}
+	for _, p := range []string{"gateway", "cloudproc"} {
+		if !regexp.MustCompile(`(?m)^\| ` + p + ` \| [0-9.]+ MiB \| [0-9.]+ MiB \| [0-9.]+ MiB \|$`).MatchString(out) {
+			t.Errorf("no memory row for the %s", p)
 		}
 	}
 	// Every message size through every path, with a rate (mosquitto is one
@@ -90,4 +128,20 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tableRows returns the rows of every markdown table whose header line
+// starts with header (the separator line left out).
+func tableRows(out, header string) []string {
+	var rows []string
+	lines := strings.Split(out, "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], header) {
+			continue
+		}
+		for i += 2; i < len(lines) && strings.HasPrefix(lines[i], "|"); i++ {
+			rows = append(rows, lines[i])
+		}
+	}
+	return rows
 }

@@ -2,7 +2,7 @@
 // broker against mosquitto and raw TCP, and prints one markdown report of
 // medians over interleaved rounds.
 //
-//	go run ./cmd/bench [-frames 600] [-rounds 5] [-sizes 1024,102400,562655] [-quick] [-profile DIR]
+//	go run ./cmd/bench [-frames 600] [-rounds 5] [-sizes 1024,102400,562655] [-paced=false] [-paced-frames 300] [-quick] [-profile DIR]
 //
 // Inputs: a 960×540 MJPEG AVI of the moving green ball that the bench
 // writes itself (gocv VideoWriter, MJPG, into a temporary directory) and
@@ -25,7 +25,18 @@
 // latency, CPU seconds per frame of each process (/proc/PID/stat and the
 // device's rusage, from the device's "device started" line to its exit),
 // cores each process used (CPU seconds ÷ wall seconds), its minor page
-// faults per frame and the state bytes per frame.
+// faults per frame and the state bytes per frame; the device's memory: its
+// peak RSS (VmHWM) and peak anonymous memory (/proc/PID/smaps_rollup read
+// every 100 ms), and its rusage ru_maxrss. Baseline and in-process: the Go
+// heap allocations per frame of the bench's process (runtime.MemStats).
+//
+// Paced runs (-paced, on by default), in every round: each split again,
+// the device's source the synthetic one at 960×540 paced to 30 fps (the
+// AVI cannot be paced: a file is read as fast as the device asks) for
+// -paced-frames frames (300: 10 s); p50/p99 capture→result latency beside
+// the 50 ms goal, the device's memory and its Go allocations per frame
+// (scraped from its Prometheus metrics, metrics_listen = 127.0.0.1:0). At
+// the end of the section, the gateway's and the cloudproc's memory.
 //
 // Broker section: paho QoS 1, a window of -window publishes in flight,
 // publisher → broker → one subscriber that must receive every message,
@@ -77,6 +88,8 @@ type options struct {
 	selfProfile string
 	keep        bool
 	quick       bool
+	paced       bool
+	pacedFrames int
 }
 
 func main() {
@@ -99,7 +112,10 @@ func main() {
 	flag.StringVar(&o.devConfig, "device-config", "", "pass -c `FILE` to every device (e.g. workers = 1)")
 	flag.StringVar(&o.selfProfile, "cpuprofile", "", "write a CPU profile of the bench's own process (the baseline and in-process loops, the broker clients) to `FILE`")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (AVI, binaries, configs)")
-	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, 30 frames, small broker loads (explicit flags still win)")
+	flag.BoolVar(&o.paced, "paced", true, "pipeline section: also run every split with the device's source paced to 30 fps (synthetic, 960×540) for its latency, memory and Go allocations")
+	flag.IntVar(&o.pacedFrames, "paced-frames", 300, "frames per paced run (300: 10 s)")
+	flag.DurationVar(&memSampleEvery, "mem-every", memSampleEvery, "read each device's /proc/PID/smaps_rollup and status this often for its peak memory (0: not at all)")
+	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, 30 frames, 30 paced frames, small broker loads (explicit flags still win)")
 	flag.Parse()
 	if o.quick {
 		set := map[string]bool{}
@@ -114,6 +130,7 @@ func main() {
 		def("broker-bytes", &o.brokerBytes, 4<<20)
 		def("broker-max", &o.brokerMax, 1000)
 		def("broker-min", &o.brokerMin, 20)
+		def("paced-frames", &o.pacedFrames, 30)
 	}
 	var err error
 	if o.sizes, err = parseInts(sizes); err != nil {
@@ -151,6 +168,8 @@ func main() {
 		fail(errors.New("-rounds must be ≥ 1"))
 	case o.window < 1:
 		fail(errors.New("-window must be ≥ 1"))
+	case o.paced && o.pacedFrames < 1:
+		fail(errors.New("-paced-frames must be ≥ 1"))
 	case o.brokerMin < 1 || o.brokerMax < o.brokerMin:
 		fail(errors.New("-broker-min must be ≥ 1 and ≤ -broker-max"))
 	case o.pipeline && len(o.inputs) == 0:
@@ -252,7 +271,7 @@ func run(ctx context.Context, o options) error {
 				}
 			}
 		}
-		res, err := runPipelines(ctx, o, bin, gw, avi)
+		res, err := runPipelines(ctx, o, bin, tmp, gw, avi)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,8 @@ import (
 	"image"
 	"image/color"
 	"io"
+	"math"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -16,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	_ "github.com/splitpoint/splitpoint/pipelines"
@@ -60,6 +63,14 @@ type sample struct {
 	wall     time.Duration    // the window the CPU figures cover
 	detected int              // baseline and in-process: frames with a ball
 	workers  string           // device: its workers (from its start-up line)
+	// Go heap allocations per frame, NaN when not measured: baseline and
+	// in-process, the bench's process (runtime.MemStats, allocMeter); a
+	// paced device run, the device (its metrics, devAllocs).
+	mallocs, allocBytes float64
+	scrapeMallocs       float64 // paced device run: one scrape's own mallocs
+	allocFrames         int     // paced device run: frames the allocations cover
+	mem                 memPeak // device runs: the device's memory, sampled
+	maxrss              int64   // device runs: its rusage ru_maxrss, bytes
 }
 
 func (s sample) cpuPerFrame(p string) float64 {
@@ -114,10 +125,37 @@ type pipelineResults struct {
 	modes   []mode
 	samples map[string]map[string][]sample
 	source  map[string]string // input → the source as the device got it
+	// The paced runs (-paced): the device's source, and mode name (of the
+	// split modes) → samples.
+	pacedSource string
+	paced       map[string][]sample
+	// The gateway's and the cloudproc's memory at the end of the section
+	// (both ran through all of it; ok: read).
+	gwMem, cpMem memInfo
+	stackMemOK   bool
+	// benchHWM is the bench's own peak RSS at the end of the section.
+	benchHWM int64
 }
 
-func runPipelines(ctx context.Context, o options, bin string, gw *gateway, avi string) (*pipelineResults, error) {
+// The paced runs: the synthetic source at the AVI's size, paced to
+// pacedFPS (the AVI cannot be paced: the source package reads a file as
+// fast as the device asks), and the latency goal for them.
+const (
+	pacedFPS  = 30
+	pacedGoal = 50 * time.Millisecond
+)
+
+func runPipelines(ctx context.Context, o options, bin, tmp string, gw *gateway, avi string) (*pipelineResults, error) {
 	res := &pipelineResults{inputs: o.inputs, modes: modes(o.splits), samples: map[string]map[string][]sample{}, source: map[string]string{}}
+	var pacedCfg string
+	if o.paced {
+		res.pacedSource = fmt.Sprintf("synthetic:?size=%dx%d&fps=%d&seed=1", aviWidth, aviHeight, pacedFPS)
+		res.paced = map[string][]sample{}
+		var err error
+		if pacedCfg, err = pacedConfig(tmp, o.devConfig); err != nil {
+			return nil, err
+		}
+	}
 	for _, in := range o.inputs {
 		res.samples[in] = map[string][]sample{}
 		if in == inputAVI {
@@ -140,7 +178,7 @@ func runPipelines(ctx context.Context, o options, bin string, gw *gateway, avi s
 				case m.split == 0:
 					s, err = inProcess(ctx, res.source[in], o.frames)
 				default:
-					s, err = deviceRun(ctx, bin, gw, res.source[in], o.frames, m.split, o.devConfig, nil)
+					s, err = deviceRun(ctx, bin, gw, res.source[in], o.frames, m.split, o.devConfig, nil, 0)
 				}
 				if err != nil {
 					return nil, fmt.Errorf("round %d, %s, %s: %w", r, in, m.name, err)
@@ -149,6 +187,33 @@ func runPipelines(ctx context.Context, o options, bin string, gw *gateway, avi s
 				progress("round %d/%d %-9s %-20s %7.1f frames/s  p50 %-8v cpu/frame %.2f ms", r, o.rounds, in, m.name, s.fps,
 					s.p50.Round(10*time.Microsecond), 1000*s.cpuTotalPerFrame())
 			}
+		}
+		if !o.paced {
+			continue
+		}
+		expect := time.Duration(o.pacedFrames) * time.Second / pacedFPS
+		for _, m := range res.modes {
+			if m.split == 0 {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			s, err := deviceRun(ctx, bin, gw, res.pacedSource, o.pacedFrames, m.split, pacedCfg, nil, expect)
+			if err != nil {
+				return nil, fmt.Errorf("round %d, paced %d fps, %s: %w", r, pacedFPS, m.name, err)
+			}
+			res.paced[m.name] = append(res.paced[m.name], s)
+			progress("round %d/%d paced %d fps %-20s p50 %-8v p99 %-8v device peak Anonymous %s, %.0f Go mallocs/frame", r, o.rounds, pacedFPS, m.name,
+				s.p50.Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), mib(float64(s.mem.peak.anon)), s.mallocs)
+		}
+	}
+	if m, err := readMem(os.Getpid()); err == nil {
+		res.benchHWM = m.hwm
+	}
+	if m1, err1 := readMem(gw.gw.pid()); err1 == nil {
+		if m2, err2 := readMem(gw.cp.pid()); err2 == nil {
+			res.gwMem, res.cpMem, res.stackMemOK = m1, m2, true
 		}
 	}
 	return res, nil
@@ -213,6 +278,7 @@ func baseline(ctx context.Context, input, avi string, frames, loops int) (sample
 	outs := make([]out, loops)
 	per := (frames + loops - 1) / loops
 	var wg sync.WaitGroup
+	am := newAllocMeter(frames)
 	u0 := selfUsage()
 	start := time.Now()
 	for i := range loops {
@@ -220,12 +286,13 @@ func baseline(ctx context.Context, input, avi string, frames, loops int) (sample
 		go func() {
 			defer wg.Done()
 			o := &outs[i]
-			o.lat, o.detected, o.err = baselineLoop(ctx, input, avi, min(per, frames-i*per))
+			o.lat, o.detected, o.err = baselineLoop(ctx, input, avi, min(per, frames-i*per), am)
 		}()
 	}
 	wg.Wait()
 	wall := time.Since(start)
 	u := selfUsage().sub(u0)
+	mallocs, allocBytes := am.perFrame()
 	var lat []time.Duration
 	detected := 0
 	for _, o := range outs {
@@ -238,10 +305,12 @@ func baseline(ctx context.Context, input, avi string, frames, loops int) (sample
 	if len(lat) == 0 {
 		return sample{}, errors.New("no frame decoded")
 	}
-	return loopSample(lat, wall, u, detected), nil
+	s := loopSample(lat, wall, u, detected)
+	s.mallocs, s.allocBytes = mallocs, allocBytes
+	return s, nil
 }
 
-func baselineLoop(ctx context.Context, input, avi string, frames int) ([]time.Duration, int, error) {
+func baselineLoop(ctx context.Context, input, avi string, frames int, am *allocMeter) ([]time.Duration, int, error) {
 	var read func() (gocv.Mat, bool)
 	switch input {
 	case inputAVI:
@@ -278,6 +347,7 @@ func baselineLoop(ctx context.Context, input, avi string, frames int) ([]time.Du
 			detected++
 		}
 		lat = append(lat, time.Since(t0))
+		am.frame()
 	}
 	return lat, detected, ctx.Err()
 }
@@ -363,6 +433,7 @@ func inProcess(ctx context.Context, uri string, frames int) (sample, error) {
 	defer src.Close()
 	lat := make([]time.Duration, 0, frames)
 	detected := 0
+	am := newAllocMeter(frames)
 	u0 := selfUsage()
 	start := time.Now()
 	for len(lat) < frames {
@@ -396,13 +467,17 @@ func inProcess(ctx context.Context, uri string, frames int) (sample, error) {
 		}
 		s.Close()
 		lat = append(lat, time.Since(t0))
+		am.frame()
 	}
 	wall := time.Since(start)
 	u := selfUsage().sub(u0)
+	mallocs, allocBytes := am.perFrame()
 	if len(lat) == 0 {
 		return sample{}, errors.New("no frame read")
 	}
-	return loopSample(lat, wall, u, detected), nil
+	out := loopSample(lat, wall, u, detected)
+	out.mallocs, out.allocBytes = mallocs, allocBytes
+	return out, nil
 }
 
 func loopSample(lat []time.Duration, wall time.Duration, u usage, detected int) sample {
@@ -411,6 +486,7 @@ func loopSample(lat []time.Duration, wall time.Duration, u usage, detected int) 
 		frames: len(lat), fps: float64(len(lat)) / wall.Seconds(),
 		p50: lat[len(lat)/2], p99: lat[min(len(lat)-1, len(lat)*99/100)],
 		cpu: map[string]time.Duration{pBench: u.cpu}, faults: map[string]int64{pBench: u.faults}, wall: wall, detected: detected,
+		mallocs: math.NaN(), allocBytes: math.NaN(), scrapeMallocs: math.NaN(),
 	}
 }
 
@@ -422,8 +498,13 @@ var (
 // deviceRun runs one device to completion (--frames) at split k against the
 // running gateway and cloudproc, and measures the three processes' CPU
 // time from the device's "device started" line (just before its first
-// capture) to its exit.
-func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames, k int, config string, env []string) (sample, error) {
+// capture) to its exit, and the device's memory (sampled every
+// memSampleEvery from its start to its exit, and its rusage).
+//
+// With expect > 0 (a paced run, whose capture takes about expect), config
+// must set metrics_listen: the device's metrics are scraped during the run
+// for its Go allocations per frame (scrapeAllocs).
+func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames, k int, config string, env []string, expect time.Duration) (sample, error) {
 	type snap struct {
 		t        time.Time
 		dev      usage
@@ -434,11 +515,28 @@ func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames,
 	}
 	var mu sync.Mutex
 	var s0 snap
+	var metricsAddr string
 	started := make(chan struct{})
 	var devPID int
+	var mem *memSampler
 	pidSet := make(chan struct{})
+	var allocs devAllocs
+	var allocsErr error
+	allocsDone := make(chan struct{})
+	var d *proc
 	watch := func(isErr bool, line string) {
-		if !isErr || !containsStarted(line) {
+		if !isErr {
+			return
+		}
+		if strings.Contains(line, "metrics listening") {
+			if m := metricsAddrRe.FindStringSubmatch(line); m != nil {
+				mu.Lock()
+				metricsAddr = m[1]
+				mu.Unlock()
+			}
+			return
+		}
+		if !containsStarted(line) {
 			return
 		}
 		<-pidSet
@@ -457,6 +555,15 @@ func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames,
 		if m := workersRe.FindStringSubmatch(line); m != nil {
 			s0.workers = m[1]
 		}
+		mem.mark(devPID)
+		if expect > 0 {
+			t0 := s0.t
+			go func() {
+				defer close(allocsDone)
+				addr := func() string { mu.Lock(); defer mu.Unlock(); return metricsAddr }
+				allocs, allocsErr = scrapeAllocs(ctx, addr, t0, expect, d.done)
+			}()
+		}
 		close(started)
 	}
 	args := []string{"--broker", gw.broker(), "--id", "pi1", "--source", src, "--frames", strconv.Itoa(frames), "--split", strconv.Itoa(k)}
@@ -468,10 +575,12 @@ func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames,
 		return sample{}, err
 	}
 	devPID = d.pid()
+	mem = sampleMem(devPID, d.done)
 	close(pidSet)
 	werr := d.wait(ctx, 10*time.Minute)
 	gw1, e2 := procUsage(gw.gw.pid())
 	cp1, e3 := procUsage(gw.cp.pid())
+	peak := mem.result()
 	if werr != nil {
 		return sample{}, fmt.Errorf("device: %v\nstdout:\n%s\nstderr:\n%s", werr, tail(d.stdout()), tail(d.stderr()))
 	}
@@ -508,6 +617,19 @@ func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames,
 	if sent > 0 {
 		bpf = bytesSent / float64(sent)
 	}
+	mallocs, allocBytes, scrapeMallocs, allocFrames := math.NaN(), math.NaN(), math.NaN(), 0
+	if expect > 0 {
+		<-allocsDone
+		if allocsErr != nil {
+			progress("split %d: no allocations per frame for the device: %v", k, allocsErr)
+		} else {
+			mallocs, allocBytes, scrapeMallocs, allocFrames = allocs.mallocs, allocs.bytes, allocs.scrape, allocs.frames
+		}
+	}
+	var maxrss int64
+	if ru, ok := d.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		maxrss = ru.Maxrss << 10 // KiB on Linux
+	}
 	return sample{
 		frames: captured, fps: fps, p50: p50, p99: p99, bytes: bpf,
 		cpu: map[string]time.Duration{
@@ -522,6 +644,8 @@ func deviceRun(ctx context.Context, bin string, gw *gateway, src string, frames,
 		},
 		wall:    d.exited.Sub(s0.t),
 		workers: s0.workers,
+		mallocs: mallocs, allocBytes: allocBytes, scrapeMallocs: scrapeMallocs, allocFrames: allocFrames,
+		mem: peak, maxrss: maxrss,
 	}, nil
 }
 

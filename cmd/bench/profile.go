@@ -139,7 +139,7 @@ func runProfiles(ctx context.Context, o options, tmp string) ([]profileResult, e
 		if err != nil {
 			return nil, err
 		}
-		s, err := deviceRun(ctx, bin, gw, avi, o.frames, k, o.devConfig, env(pDevice))
+		s, err := deviceRun(ctx, bin, gw, avi, o.frames, k, o.devConfig, env(pDevice), 0)
 		gw.stop()
 		if err != nil {
 			return nil, fmt.Errorf("profile split %d: %w", k, err)
