@@ -93,6 +93,9 @@ type Stats struct {
 	Connected bool      `json:"connected"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"last_error,omitempty"`
+	// CloudsOnline counts the cloudprocs online upstream: QoS 1 messages
+	// go up only while there is one (else they wait in the spool).
+	CloudsOnline int `json:"clouds_online"`
 	// Forwarded counts QoS 1 messages published upstream, Acknowledged
 	// those the upstream acknowledged; Inflight is their difference now.
 	Forwarded    int64 `json:"forwarded"`
@@ -123,8 +126,12 @@ type Bridge struct {
 	connected bool
 	since     time.Time
 	lastErr   string
-	clouds    map[string]bool // cloudproc ids seen upstream, at most maxClouds
-	wake      chan struct{}   // the forwarder's nudge (capacity 1)
+	// clouds are the cloudproc ids seen upstream (at most maxClouds) and
+	// whether each is online: states go up only while one is (an upstream
+	// broker discards a message no one subscribes to — after a restart
+	// without persistence, until the cloudprocs are back).
+	clouds map[string]bool
+	wake   chan struct{} // the forwarder's nudge (capacity 1)
 
 	inflight, forwarded, acked, spooled, down, teleDropped atomic.Int64
 	// resend: a new upstream client (whose store holds nothing of the old
@@ -246,12 +253,25 @@ func (b *Bridge) onLost(err error) {
 	ids := make([]string, 0, len(b.clouds))
 	for id := range b.clouds {
 		ids = append(ids, id)
+		b.clouds[id] = false // unknown until the upstream says again
 	}
 	b.mu.Unlock()
 	for _, id := range ids {
 		_ = b.srv.Publish(wire.CloudStatusTopic(id), []byte(wire.Offline), true, 1)
 	}
 	b.publishStatus()
+}
+
+// cloudOnline reports whether a cloudproc upstream is online.
+func (b *Bridge) cloudOnline() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, on := range b.clouds {
+		if on {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Bridge) isConnected() (*mqttc.Client, bool) {
@@ -283,7 +303,7 @@ func (b *Bridge) onLocal(_ *mqtt.Client, _ packets.Subscription, pk packets.Pack
 		c.Publish(b.prefix+topic, 0, retain, payload)
 		return
 	}
-	if up && b.spool.Stats().Messages == 0 && b.inflight.Load() < int64(b.cfg.MaxInflight) {
+	if up && b.spool.Stats().Messages == 0 && b.inflight.Load() < int64(b.cfg.MaxInflight) && b.cloudOnline() {
 		b.send(c, 0, b.prefix+topic, payload, retain)
 		return
 	}
@@ -334,7 +354,7 @@ func (b *Bridge) forward(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 		c, up := b.isConnected()
-		if !up {
+		if !up || !b.cloudOnline() {
 			continue
 		}
 		if b.resend.Swap(false) {
@@ -372,11 +392,15 @@ func (b *Bridge) onUpstream(_ paho.Client, m paho.Message) {
 		// flag of a live message, and a device that connects later must
 		// still learn the status.
 		local, ok, retain = topic, true, true
+		online := string(m.Payload()) == wire.Online
 		b.mu.Lock()
-		if len(b.clouds) < maxClouds || b.clouds[id] {
-			b.clouds[id] = true
+		if _, known := b.clouds[id]; known || len(b.clouds) < maxClouds {
+			b.clouds[id] = online
 		}
 		b.mu.Unlock()
+		if online {
+			b.nudge() // the spool may drain now
+		}
 	} else if _, err := wire.ParseCloudTelemetryTopic(topic); err == nil {
 		local, ok = topic, true
 	}
@@ -423,6 +447,11 @@ func (b *Bridge) publishStatus() {
 func (b *Bridge) Stats() Stats {
 	b.mu.Lock()
 	st := Stats{Connected: b.connected && b.client != nil, Since: b.since, LastError: b.lastErr}
+	for _, on := range b.clouds {
+		if on {
+			st.CloudsOnline++
+		}
+	}
 	b.mu.Unlock()
 	st.Forwarded, st.Acknowledged, st.Inflight = b.forwarded.Load(), b.acked.Load(), b.inflight.Load()
 	st.Spooled, st.Down, st.TelemetryDropped = b.spooled.Load(), b.down.Load(), b.teleDropped.Load()

@@ -21,6 +21,13 @@ import (
 // decisionWait bounds the wait for a retained decision at start-up.
 const decisionWait = 2 * time.Second
 
+// spoolResendBurst bounds the spooled frames resent and not yet answered:
+// a drained spool arrives at a cloudproc as a burst, and one that queues
+// more than its per-device queue (64 by default) of a device's frames sheds
+// the rest (overload); half that queue is resent at once so that the
+// resends are not shed again.
+const spoolResendBurst = 32
+
 // ErrIncomplete is returned when some frame's result never came back.
 var ErrIncomplete = errors.New("results missing")
 
@@ -470,9 +477,9 @@ func (d *device) resendLoop(ctx context.Context) {
 		stale, gaveUp := d.win.stale(now.Add(-after), now, d.cfg.MaxResends)
 		// Spooled frames wait behind the gateway's spool: they are resent
 		// only once no spooled frame was answered for resend_after, at most
-		// a window's worth at a time.
+		// spoolResendBurst (or a window) outstanding.
 		if now.Sub(time.Unix(0, d.spoolProgress.Load())) > after {
-			s, g := d.win.staleSpooled(now.Add(-after), now, d.cfg.Window, d.cfg.MaxResends)
+			s, g := d.win.staleSpooled(now.Add(-after), now, max(d.cfg.Window, spoolResendBurst), d.cfg.MaxResends)
 			stale, gaveUp = append(stale, s...), append(gaveUp, g...)
 		}
 		for _, f := range gaveUp {
