@@ -122,51 +122,64 @@ func TestSystemThinUplinkController(t *testing.T) {
 		slowdown = "15"
 		target   = "30"
 	)
-	run := func(name string, seconds int, skip time.Duration, args ...string) (float64, []int) {
+	startDevice := func(name string, args ...string) *proc {
 		cfg := filepath.Join(dir, name+".toml")
 		writePrivate(t, cfg, "drain_timeout = \"1s\"\nstatus_interval = \"1s\"\nworkers = 1\n"+strings.Join(args, "\n")+"\n")
 		// A device id per run: the gateway keeps each device's last
 		// decision (a manual split would hold an automatic run).
-		d := startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", name,
+		return startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", name,
 			"--source", "synthetic:?fps=0&seed=4", "--slowdown", slowdown, "--target-fps", target)
-		time.Sleep(time.Duration(seconds) * time.Second)
-		d.stop(t)
+	}
+	samples := func(d *proc, skip time.Duration) ([]float64, []int) {
 		fps, splits := statusSamples(d.stdout.String())
 		drop := int(skip / time.Second)
 		if len(fps) <= drop {
-			t.Fatalf("%s: only %d status lines:\n%s", name, len(fps), tail(d.stdout.String()))
+			t.Fatalf("%s: only %d status lines:\n%s", d.name, len(fps), tail(d.stdout.String()))
 		}
-		time.Sleep(2 * time.Second) // let the link drain
-		return median(fps[drop:]), splits[drop:]
+		return fps[drop:], splits[drop:]
 	}
+	manual := func(k int) string { return fmt.Sprintf("split = %d\nmode = \"manual\"", k) }
 	static := map[int]float64{}
 	best, bestSplit := 0.0, 0
 	for k := 6; k >= 1; k-- {
-		fps, _ := run(fmt.Sprintf("static-%d", k), 14, 5*time.Second, fmt.Sprintf("split = %d\nmode = \"manual\"", k))
-		static[k] = fps
-		if fps > best {
-			best, bestSplit = fps, k
+		d := startDevice(fmt.Sprintf("static-%d", k), manual(k))
+		time.Sleep(14 * time.Second)
+		d.stop(t)
+		fps, _ := samples(d, 5*time.Second)
+		time.Sleep(2 * time.Second) // let the link drain
+		static[k] = median(fps)
+		if static[k] > best {
+			best, bestSplit = static[k], k
 		}
 	}
 	t.Logf("static splits on a 12 Mbit/s uplink, slowdown %s (median results/s): %v; best split %d at %.1f", slowdown, static, bestSplit, best)
 	if bestSplit <= 2 {
 		t.Fatalf("the set-up is wrong: the best static split ships raw frames (%v)", static)
 	}
-	fps, splits := run("auto", 45, 25*time.Second, "split = 1\nmode = \"auto\"")
-	// The largest of six noisy medians reads high: measure the best static
-	// split once more, after the automatic run, and compare with the mean.
-	again, _ := run(fmt.Sprintf("static-%d-again", bestSplit), 14, 5*time.Second, fmt.Sprintf("split = %d\nmode = \"manual\"", bestSplit))
-	t.Logf("split %d again: %.1f results/s", bestSplit, again)
-	best = (best + again) / 2
+	// The automatic device starts at split 1; once it has settled, the best
+	// static split runs beside it, so that both are measured under the same
+	// load (this machine is shared: measured one after the other, the same
+	// split read 14 and 20 results/s).
+	auto := startDevice("auto", "split = 1\nmode = \"auto\"")
+	time.Sleep(25 * time.Second)
+	beside := startDevice(fmt.Sprintf("static-%d-beside", bestSplit), manual(bestSplit))
+	time.Sleep(30 * time.Second)
+	auto.stop(t)
+	beside.stop(t)
+	sFPS, _ := samples(beside, 5*time.Second)
+	aFPS, splits := samples(auto, 0)
+	if len(aFPS) > len(sFPS) {
+		aFPS, splits = aFPS[len(aFPS)-len(sFPS):], splits[len(splits)-len(sFPS):]
+	}
+	fps, best := median(aFPS), median(sFPS)
+	t.Logf("split %d beside the automatic device: %.1f results/s", bestSplit, best)
 	final := splits[len(splits)-1]
-	t.Logf("automatic, started at split 1: split %d at the end (splits %v), %.1f results/s = %.2f× the best static split", final, splits, fps, fps/best)
+	t.Logf("automatic, started at split 1: split %d at the end (splits %v), %.1f results/s = %.2f× the best static split beside it", final, splits, fps, fps/best)
 	if final <= 2 {
 		t.Errorf("the controller kept shipping raw frames: split %d", final)
 	}
-	// Staying on raw frames reads 0.1×; the automatic split measured 1.04×
-	// and 1.00× in two runs on the 2-core development machine.
 	if fps < 0.9*best {
-		t.Errorf("automatic %.1f results/s < 0.9 × best static %.1f (split %d)", fps, best, bestSplit)
+		t.Errorf("automatic %.1f results/s < 0.9 × best static %.1f (split %d) measured beside it", fps, best, bestSplit)
 	}
 	if !strings.Contains(g.stderr.String(), "split=3") && !strings.Contains(g.stderr.String(), "split=4") &&
 		!strings.Contains(g.stderr.String(), "split=5") && !strings.Contains(g.stderr.String(), "split=6") {
