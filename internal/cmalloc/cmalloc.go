@@ -27,7 +27,7 @@
 //
 // Measured on the development machine (2 cores, x86-64, Debian 12) with a
 // device at split 1 and 6 (600 synthetic 960×540 frames; README,
-// performance notes): about 1.3× and 1.5× the frames per second for the
+// performance notes): about 1.3× the frames per second at both for the
 // same work. Elsewhere (musl, other C libraries, no cgo) it does nothing.
 package cmalloc
 
