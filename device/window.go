@@ -97,19 +97,13 @@ func (w *window) used() int { return w.reserve + len(w.flights) }
 
 func (w *window) signal() { w.changed.Broadcast() }
 
-// acquire waits for a free slot.
-func (w *window) acquire(ctx context.Context) error {
-	_, err := w.acquireUnless(ctx, nil)
-	return err
-}
-
-// acquireUnless waits for a free slot like acquire, but gives up (false)
-// when stop is closed first.
-func (w *window) acquireUnless(ctx context.Context, stop <-chan struct{}) (bool, error) {
+// await calls try with the lock held until it reports done, waiting for
+// the next change between calls. It gives up (false) when stop is closed
+// (a nil stop never is) or ctx ends (then with ctx's error).
+func (w *window) await(ctx context.Context, stop <-chan struct{}, try func() bool) (bool, error) {
 	for {
 		w.mu.Lock()
-		if w.used() < w.size {
-			w.reserve++
+		if try() {
 			w.mu.Unlock()
 			return true, nil
 		}
@@ -125,38 +119,50 @@ func (w *window) acquireUnless(ctx context.Context, stop <-chan struct{}) (bool,
 	}
 }
 
+// take reserves a free slot, if there is one; w.mu is held.
+func (w *window) take() bool {
+	if w.used() < w.size {
+		w.reserve++
+		return true
+	}
+	return false
+}
+
+// acquire waits for a free slot.
+func (w *window) acquire(ctx context.Context) error {
+	_, err := w.await(ctx, nil, w.take)
+	return err
+}
+
+// acquireUnless waits for a free slot like acquire, but gives up (false)
+// when stop is closed first.
+func (w *window) acquireUnless(ctx context.Context, stop <-chan struct{}) (bool, error) {
+	return w.await(ctx, stop, w.take)
+}
+
 // acquireEvicting takes a slot, evicting the oldest frame in flight when
 // the window is full. When every slot is held by a frame that is not in
 // flight yet (still in the local stages: nothing to evict), it waits until
 // one is registered or released. It returns the evicted frame, or nil.
 func (w *window) acquireEvicting(ctx context.Context) (*flight, error) {
-	for {
-		w.mu.Lock()
-		if w.used() < w.size {
-			w.reserve++
-			w.mu.Unlock()
-			return nil, nil
+	var evicted *flight
+	_, err := w.await(ctx, nil, func() bool {
+		if w.take() {
+			return true
 		}
-		if len(w.flights) > 0 {
-			var evicted *flight
-			for _, f := range w.flights {
-				if evicted == nil || f.seq < evicted.seq {
-					evicted = f
-				}
+		if len(w.flights) == 0 {
+			return false
+		}
+		for _, f := range w.flights {
+			if evicted == nil || f.seq < evicted.seq {
+				evicted = f
 			}
-			delete(w.flights, evicted.seq)
-			w.reserve++
-			w.mu.Unlock()
-			return evicted, nil
 		}
-		ch := w.changed.C()
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+		delete(w.flights, evicted.seq)
+		w.reserve++
+		return true
+	})
+	return evicted, err
 }
 
 // release gives back a reserved slot that was never registered.
@@ -283,20 +289,8 @@ func (w *window) inFlight() int {
 // waitEmpty waits until no frame is in flight, spooled ones included, or
 // ctx ends.
 func (w *window) waitEmpty(ctx context.Context) bool {
-	for {
-		w.mu.Lock()
-		if w.used() == 0 && len(w.spooled) == 0 {
-			w.mu.Unlock()
-			return true
-		}
-		ch := w.changed.C()
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false
-		}
-	}
+	empty, _ := w.await(ctx, nil, func() bool { return w.used() == 0 && len(w.spooled) == 0 })
+	return empty
 }
 
 // abandon removes and returns every frame still in flight.
