@@ -200,11 +200,11 @@ func (c *Controller) corrected(s Snapshot) Snapshot {
 		return s
 	}
 	if f, ok := c.corr["device"]; ok {
-		s.DeviceMS = scaled(s.DeviceMS, 1/f)
+		s.DeviceMS = Scale(s.DeviceMS, 1/f)
 		s.OverheadMS /= f
 	}
 	if f, ok := c.corr["cloud"]; ok {
-		s.CloudMS = scaled(s.CloudMS, 1/f)
+		s.CloudMS = Scale(s.CloudMS, 1/f)
 	}
 	if f, ok := c.corr["uplink"]; ok && s.UplinkBps > 0 {
 		s.UplinkBps *= f
@@ -212,7 +212,8 @@ func (c *Controller) corrected(s Snapshot) Snapshot {
 	return s
 }
 
-func scaled(v []float64, f float64) []float64 {
+// Scale returns v with every element multiplied by f (a new slice).
+func Scale(v []float64, f float64) []float64 {
 	out := make([]float64, len(v))
 	for i, x := range v {
 		out[i] = x * f

@@ -196,7 +196,7 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 	// (the whole link's: the gateway divides it by the devices sharing it,
 	// which it knows at once).
 	const profileEvery, probeEvery = 15, 5
-	devProfile := scaled(p.DeviceMS, w.Contention)
+	devProfile := controller.Scale(p.DeviceMS, w.Contention)
 	cloudKnown := make([]float64, n)
 	copy(cloudKnown, p.DeviceMS) // never seen in the cloud: the device's own figure
 	bwKnown, bwAge := w.BandwidthBps, 0
@@ -212,7 +212,7 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 		fps, cloudMS := trueFPS(p, w, split)
 		measured := fps * (1 + sc.Noise*(2*rng.Float64()-1))
 		if t%profileEvery == 0 {
-			devProfile = scaled(p.DeviceMS, w.Contention)
+			devProfile = controller.Scale(p.DeviceMS, w.Contention)
 		}
 		liveDev := make([]float64, n)
 		liveCloud := make([]float64, n)
@@ -244,14 +244,6 @@ func Run(sc Scenario, pol Policy, params controller.Params, startSplit int) []Pe
 		if d.Split >= 1 && d.Split < n {
 			split = d.Split
 		}
-	}
-	return out
-}
-
-func scaled(v []float64, f float64) []float64 {
-	out := make([]float64, len(v))
-	for i, x := range v {
-		out[i] = x * f
 	}
 	return out
 }
