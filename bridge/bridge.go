@@ -266,12 +266,18 @@ func (b *Bridge) onLost(err error) {
 func (b *Bridge) cloudOnline() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.cloudsOnline() > 0
+}
+
+// cloudsOnline counts the cloudprocs online upstream; b.mu is held.
+func (b *Bridge) cloudsOnline() int {
+	n := 0
 	for _, on := range b.clouds {
 		if on {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 func (b *Bridge) isConnected() (*mqttc.Client, bool) {
@@ -446,12 +452,7 @@ func (b *Bridge) publishStatus() {
 // Stats returns the bridge's state and counters.
 func (b *Bridge) Stats() Stats {
 	b.mu.Lock()
-	st := Stats{Connected: b.connected && b.client != nil, Since: b.since, LastError: b.lastErr}
-	for _, on := range b.clouds {
-		if on {
-			st.CloudsOnline++
-		}
-	}
+	st := Stats{Connected: b.connected && b.client != nil, Since: b.since, LastError: b.lastErr, CloudsOnline: b.cloudsOnline()}
 	b.mu.Unlock()
 	st.Forwarded, st.Acknowledged, st.Inflight = b.forwarded.Load(), b.acked.Load(), b.inflight.Load()
 	st.Spooled, st.Down, st.TelemetryDropped = b.spooled.Load(), b.down.Load(), b.teleDropped.Load()
