@@ -29,6 +29,15 @@ type Codec interface {
 	Decode(data []byte, dtype DType, shape []int) (any, error)
 }
 
+// NativeEncoder is implemented by a codec that can encode a native value
+// itself (OpenCV's PNG encoder, a matrix), without the value being copied
+// into an Array first. EncodeFields calls EncodeNative for a native value
+// the codec was chosen for (by the value's array form); handled is false
+// when the codec does not know the value, and Encode is used then.
+type NativeEncoder interface {
+	EncodeNative(n Native, quality int) (data []byte, handled bool, err error)
+}
+
 var (
 	codecMu sync.RWMutex
 	codecs  []Codec // in registration order
@@ -115,7 +124,9 @@ func (e Encoding) codecFor(a Array) Codec {
 }
 
 // EncodeFields encodes the named fields of s. A name that s lacks is skipped:
-// a stage that filtered the frame may not have written every field.
+// a stage that filtered the frame may not have written every field. Raw
+// arrays of native values that lend their memory (ArrayViewer) refer to
+// it: the fields are valid until s is changed or closed.
 func EncodeFields(s *State, names []string, enc Encoding) (map[string]wire.Field, error) {
 	out := make(map[string]wire.Field, len(names))
 	for _, name := range names {
@@ -139,13 +150,19 @@ func encodeValue(v any, enc Encoding, top bool) (wire.Field, error) {
 	case string:
 		return wire.Field{Kind: wire.KindString, Str: v}, nil
 	case Array:
-		return encodeArray(v, enc)
+		return encodeArray(v, nil, enc)
 	case Native:
-		a, err := v.Array()
-		if err != nil {
-			return wire.Field{}, err
+		a, ok := Array{}, false
+		if lv, lends := v.(ArrayViewer); lends {
+			a, ok = lv.ArrayView()
 		}
-		return encodeArray(a, enc)
+		if !ok {
+			var err error
+			if a, err = v.Array(); err != nil {
+				return wire.Field{}, err
+			}
+		}
+		return encodeArray(a, v, enc)
 	case []any:
 		if !top {
 			return wire.Field{}, fmt.Errorf("a list inside a list cannot be encoded")
@@ -163,13 +180,21 @@ func encodeValue(v any, enc Encoding, top bool) (wire.Field, error) {
 	return wire.Field{}, errKind(v)
 }
 
-func encodeArray(a Array, enc Encoding) (wire.Field, error) {
+// encodeArray encodes a, the array form of n when n is not nil.
+func encodeArray(a Array, n Native, enc Encoding) (wire.Field, error) {
 	if err := a.Validate(); err != nil {
 		return wire.Field{}, err
 	}
 	wa := &wire.Array{DType: string(a.DType), Shape: slices.Clone(a.Shape), Codec: wire.CodecRaw, Data: a.Data}
 	if c := enc.codecFor(a); c != nil {
-		data, err := c.Encode(a, enc.Quality)
+		var data []byte
+		handled, err := false, error(nil)
+		if ne, ok := c.(NativeEncoder); ok && n != nil {
+			data, handled, err = ne.EncodeNative(n, enc.Quality)
+		}
+		if !handled && err == nil {
+			data, err = c.Encode(a, enc.Quality)
+		}
 		if err != nil {
 			return wire.Field{}, fmt.Errorf("%s: %w", c.Name(), err)
 		}

@@ -77,3 +77,14 @@ type Native interface {
 	// Close releases what the value owns.
 	Close() error
 }
+
+// ArrayViewer is implemented by a Native value that can lend its elements
+// without copying them. EncodeFields uses it when the value crosses the
+// wire, so that the elements are copied once, into the message, instead of
+// first into an Array.
+type ArrayViewer interface {
+	// ArrayView returns the value's array form with Data referring to the
+	// value's own memory, valid until the value is changed or closed; ok is
+	// false when the value cannot lend it (Array is used then).
+	ArrayView() (a Array, ok bool)
+}

@@ -69,7 +69,47 @@ type Array struct {
 	DType string `cbor:"1,keyasint"`
 	Shape []int  `cbor:"2,keyasint"`
 	Codec string `cbor:"3,keyasint"`
-	Data  []byte `cbor:"4,keyasint"`
+	Data  Bytes  `cbor:"4,keyasint"`
+}
+
+// Bytes is an array's encoded data. It encodes as a CBOR byte string like
+// a []byte, but decodes without a copy: Decode leaves it referring to the
+// message it decoded, so that a raw frame is not copied once more between
+// the MQTT payload and the matrix a stage reads (issue 10). The message
+// must therefore not be changed while the envelope is in use.
+type Bytes []byte
+
+// UnmarshalCBOR implements cbor.Unmarshaler: data is one well-formed CBOR
+// data item (the decoder has checked it), a definite-length byte string or
+// null; b refers to the string's bytes inside data.
+func (b *Bytes) UnmarshalCBOR(data []byte) error {
+	if len(data) == 1 && data[0] == 0xf6 { // null, as a []byte decodes it
+		*b = nil
+		return nil
+	}
+	if len(data) == 0 || data[0]>>5 != 2 {
+		return errors.New("cbor: array data is not a byte string")
+	}
+	n, hdr := uint64(data[0]&0x1f), 1
+	switch {
+	case n < 24:
+	case n <= 27:
+		hdr += 1 << (n - 24) // 1, 2, 4 or 8 length bytes follow
+		if len(data) < hdr {
+			return errors.New("cbor: truncated byte string")
+		}
+		n = 0
+		for _, c := range data[1:hdr] {
+			n = n<<8 | uint64(c)
+		}
+	default: // 28..30 are reserved, 31 is an indefinite length
+		return errors.New("cbor: array data is not a definite-length byte string")
+	}
+	if uint64(len(data)-hdr) != n {
+		return errors.New("cbor: byte string length does not match its data")
+	}
+	*b = Bytes(data[hdr:len(data):len(data)])
+	return nil
 }
 
 // Elements is the number of elements the shape holds.
@@ -151,7 +191,9 @@ func Encode(e *Envelope) ([]byte, error) {
 // ErrTooLarge is returned by Decode for input over the size bound.
 var ErrTooLarge = errors.New("message larger than max_message_bytes")
 
-// Decode decodes and validates an envelope of at most maxBytes bytes.
+// Decode decodes and validates an envelope of at most maxBytes bytes. The
+// arrays' data refer to b (see Bytes): b must not change while the
+// envelope is in use.
 func Decode(b []byte, maxBytes int) (*Envelope, error) {
 	if len(b) > maxBytes {
 		return nil, fmt.Errorf("%w (%d > %d bytes)", ErrTooLarge, len(b), maxBytes)

@@ -158,3 +158,61 @@ func TestMarshalResult(t *testing.T) {
 		}
 	}
 }
+
+// Array data decodes without a copy: it refers to the message, at every
+// length encoding CBOR has (inline, 1, 2 and 4 length bytes).
+func TestDecodeArrayDataRefersToTheMessage(t *testing.T) {
+	for _, n := range []int{1, 23, 24, 255, 256, 16384, 66000, 300000} {
+		shape := []int{n}
+		if n > wire.MaxDim {
+			shape = []int{n / 500, 500}
+		}
+		e := valid()
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		e.Fields = map[string]wire.Field{"f": {Kind: wire.KindArray, Array: &wire.Array{DType: "uint8", Shape: shape, Codec: wire.CodecRaw, Data: data}}}
+		b, err := wire.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := wire.Decode(b, len(b))
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		got := d.Fields["f"].Array.Data
+		if string(got) != string(data) {
+			t.Fatalf("%d bytes: data differs after the round trip", n)
+		}
+		if cap(got) != len(got) {
+			t.Errorf("%d bytes: cap %d, want %d (an append must not write into the message)", n, cap(got), len(got))
+		}
+		b[len(b)-1] ^= 0xff // the data is the message's last bytes
+		if got[n-1] != data[n-1]^0xff {
+			t.Errorf("%d bytes: the decoded data is a copy of the message", n)
+		}
+	}
+}
+
+// Anything but a definite-length byte string (or null) where array data
+// belongs is refused, however the CBOR around it is well formed.
+func TestBytesUnmarshalRefusesOtherItems(t *testing.T) {
+	for _, bad := range [][]byte{
+		{0x60},                // empty text string
+		{0x01},                // unsigned 1
+		{0x5f, 0x41, 0, 0xff}, // indefinite-length byte string
+		{0x5c},                // reserved additional information
+		{0x58},                // 1 length byte missing
+		{0x42, 0x01},          // says 2, has 1
+	} {
+		var b wire.Bytes
+		if err := b.UnmarshalCBOR(bad); err == nil {
+			t.Errorf("% x accepted as %v", bad, []byte(b))
+		}
+	}
+	var b wire.Bytes = []byte{1}
+	if err := b.UnmarshalCBOR([]byte{0xf6}); err != nil || b != nil {
+		t.Errorf("null: %v %v", []byte(b), err)
+	}
+}

@@ -26,6 +26,22 @@ type Mat struct{ gocv.Mat }
 // element type and shape [rows cols] or [rows cols channels].
 func (m Mat) Array() (tasks.Array, error) { return ToArray(m.Mat) }
 
+// ArrayView implements tasks.ArrayViewer: the array form of a continuous
+// matrix, its Data the matrix's own memory (valid until the matrix is
+// changed or closed); false for an empty or non-continuous matrix or an
+// element type arrays lack.
+func (m Mat) ArrayView() (tasks.Array, bool) {
+	dt, shape, err := describe(m.Mat)
+	if err != nil || !m.IsContinuous() {
+		return tasks.Array{}, false
+	}
+	data, err := m.DataPtrUint8()
+	if err != nil {
+		return tasks.Array{}, false
+	}
+	return tasks.Array{DType: dt, Shape: shape, Data: data}, true
+}
+
 // Close implements tasks.Native.
 func (m Mat) Close() error { return m.Mat.Close() }
 
@@ -44,18 +60,27 @@ var depthTypes = map[gocv.MatType]tasks.DType{
 
 // ToArray copies a matrix into an array.
 func ToArray(m gocv.Mat) (tasks.Array, error) {
+	dt, shape, err := describe(m)
+	if err != nil {
+		return tasks.Array{}, err
+	}
+	return tasks.Array{DType: dt, Shape: shape, Data: m.ToBytes()}, nil
+}
+
+// describe is the array element type and shape of a matrix.
+func describe(m gocv.Mat) (tasks.DType, []int, error) {
 	if m.Empty() {
-		return tasks.Array{}, errors.New("matrix is empty")
+		return "", nil, errors.New("matrix is empty")
 	}
 	dt, ok := depthTypes[m.Type()&7]
 	if !ok {
-		return tasks.Array{}, fmt.Errorf("matrix type %v has no array element type", m.Type())
+		return "", nil, fmt.Errorf("matrix type %v has no array element type", m.Type())
 	}
 	shape := []int{m.Rows(), m.Cols()}
 	if ch := m.Channels(); ch > 1 {
 		shape = append(shape, ch)
 	}
-	return tasks.Array{DType: dt, Shape: shape, Data: m.ToBytes()}, nil
+	return dt, shape, nil
 }
 
 // matType is the OpenCV type of an array of shape [rows cols] or
@@ -160,6 +185,21 @@ func (c imageCodec) Encode(a tasks.Array, quality int) ([]byte, error) {
 		return nil, err
 	}
 	defer m.Close()
+	return c.encode(m, quality)
+}
+
+// EncodeNative implements tasks.NativeEncoder: a matrix is encoded as it
+// is, without the copy into an array and back that Encode makes.
+func (c imageCodec) EncodeNative(n tasks.Native, quality int) ([]byte, bool, error) {
+	m, ok := n.(Mat)
+	if !ok {
+		return nil, false, nil
+	}
+	b, err := c.encode(m.Mat, quality)
+	return b, true, err
+}
+
+func (c imageCodec) encode(m gocv.Mat, quality int) ([]byte, error) {
 	params := []int{gocv.IMWritePngCompression, 1}
 	if !c.lossless {
 		params = []int{gocv.IMWriteJpegQuality, quality}
