@@ -64,6 +64,7 @@ type device struct {
 	workers   int
 	jobs      chan job
 	sends     chan *flight
+	profiles  chan profileJob // to the profiler (dispatch.go); capacity 1
 	send      func(*flight)
 	topics    []string // the stage topic of each stage, by index
 	lastSplit int      // the capture loop's: the split of the previous frame
@@ -137,6 +138,7 @@ func newDevice(cfg Config, out io.Writer, log *slog.Logger) (*device, error) {
 		acks:       make(chan pendingAck, cfg.Window+16),
 		workers:    cfg.WorkerCount(),
 		sends:      make(chan *flight, cfg.Window),
+		profiles:   make(chan profileJob, 1),
 		lastSplit:  cfg.Split,
 	}
 	d.jobs = make(chan job, d.workers)

@@ -14,6 +14,7 @@ import (
 // The device's frame path with W workers:
 //
 //	source ─▶ capture loop ─jobs─▶ W workers ─sends─▶ publisher ─▶ paho
+//	                                     └─profiles─▶ profiler
 //
 // The capture loop (the Run goroutine) takes a window slot, reads and
 // decodes a frame, numbers it (seq) and fixes its split — both in capture
@@ -24,7 +25,15 @@ import (
 // next frames overlaps the stages, W frames go through the stages at once,
 // and publishing overlaps both.
 //
+// A frame due for profiling is copied by its worker and the copy handed to
+// the profiler, which runs it through every stage on its own goroutine:
+// the frame itself goes on at once, so profiling (all stages and an
+// encoding at every boundary, several times a frame's own work) adds
+// nothing to its latency. A copy that finds the profiler busy is not
+// profiled; a later frame is (profileDue asks again).
+//
 // Bounds: jobs holds at most W frames and sends at most window frames;
+// profiles holds one copy and the profiler works on one;
 // every frame from the moment its slot is taken (before the source is read)
 // until its result is back or it is dropped holds a window slot, so at most
 // window frames are between the source and their result, whatever W is.
@@ -42,11 +51,24 @@ type job struct {
 	gen      uint64 // the profiling round
 }
 
+// profileJob is a copy of a frame's input for the profiler.
+type profileJob struct {
+	in  tasks.Array
+	gen uint64
+}
+
 // startWorkers starts the workers and the publisher. The returned function
 // is called once the capture loop has returned: it lets the workers finish
 // every job, then the publisher every send, and waits for them.
 func (d *device) startWorkers() (stop func()) {
-	var workers, publisher sync.WaitGroup
+	var workers, publisher, profiler sync.WaitGroup
+	profiler.Add(1)
+	go func() {
+		defer profiler.Done()
+		for p := range d.profiles {
+			d.profile(p.in, p.gen)
+		}
+	}()
 	publisher.Add(1)
 	go func() {
 		defer publisher.Done()
@@ -68,8 +90,10 @@ func (d *device) startWorkers() (stop func()) {
 	return func() {
 		close(d.jobs)
 		workers.Wait()
+		close(d.profiles)
 		close(d.sends)
 		publisher.Wait()
+		profiler.Wait()
 	}
 }
 
@@ -221,15 +245,10 @@ func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) ta
 	}
 }
 
-// profile runs a copy of the frame through every stage but the sink, timing
-// each and sizing the state at every boundary, for profiling round gen.
-// The frame itself is then processed as usual: profiling loses nothing.
-func (d *device) profile(in any, gen uint64) {
-	n := d.pipe.Len()
-	dev := make([]time.Duration, 0, n-1)
-	cpu := make([]time.Duration, 0, n-1)
-	bytes := make([]int, n)
-	enc := make([]time.Duration, n)
+// queueProfile hands a copy of a frame's input to the profiler for
+// profiling round gen, or hands the pass back when the profiler is busy or
+// the input cannot be copied.
+func (d *device) queueProfile(in any, gen uint64) {
 	// A copy (an array is never changed in place): the input itself is
 	// processed as usual.
 	a, ok := in.(tasks.Array)
@@ -242,10 +261,25 @@ func (d *device) profile(in any, gen uint64) {
 			ok = true
 		}
 	}
-	if !ok {
-		d.perf.profiled(gen, nil, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
-		return
+	if ok {
+		select {
+		case d.profiles <- profileJob{in: a, gen: gen}:
+			return
+		default: // the profiler is busy
+		}
 	}
+	d.perf.profiled(gen, nil, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
+}
+
+// profile runs a copy of a frame's input through every stage but the
+// sink, timing each and sizing the state at every boundary, for profiling
+// round gen.
+func (d *device) profile(a tasks.Array, gen uint64) {
+	n := d.pipe.Len()
+	dev := make([]time.Duration, 0, n-1)
+	cpu := make([]time.Duration, 0, n-1)
+	bytes := make([]int, n)
+	enc := make([]time.Duration, n)
 	complete := false
 	defer func() {
 		d.stats.add(func(s *Summary) { s.Profiled++ })
@@ -274,7 +308,7 @@ func (d *device) profile(in any, gen uint64) {
 // or counts it dropped, and closes the frame's native values.
 func (d *device) process(j job) {
 	if j.profile {
-		d.profile(j.in, j.gen)
+		d.queueProfile(j.in, j.gen)
 	}
 	start := time.Now()
 	st := tasks.NewState(d.cfg.ID, j.seq)

@@ -40,6 +40,7 @@ type testPipe struct {
 	filter   func(seq uint64) bool // stage "work" filters
 	fat      func(seq uint64) bool // stage "fat" writes 4 KiB
 	sample   func()                // called in every stage
+	hold     chan struct{}         // stage "work" waits until it is closed
 }
 
 var pipeHooks atomic.Pointer[testPipe]
@@ -86,6 +87,13 @@ func init() {
 				testStage{"work", []string{"v"}, []string{"w"}, func(h *testPipe, st *tasks.State) (tasks.Outcome, error) {
 					if h == nil {
 						return tasks.Continue, nil
+					}
+					if h.hold != nil {
+						select {
+						case <-h.hold:
+						case <-time.After(10 * time.Second):
+							return 0, errors.New("hold never released")
+						}
 					}
 					h.mu.Lock()
 					h.inStage++
@@ -607,5 +615,42 @@ func TestDispatchSpoolsWhenTheCloudGoesAway(t *testing.T) {
 	}
 	if s := d.stats.snapshot(); s.Results != frames || d.win.inFlight() != 0 {
 		t.Errorf("after the results: %d results, %d in flight", s.Results, d.win.inFlight())
+	}
+}
+
+// Profiling runs beside the frames, not in their path: with the one worker
+// busy with nothing else, frames at split 1 (stage capture only) all go
+// out and come back while the profiling pass of the first frame is held in
+// stage "work" (before, the worker profiled the frame first, and every
+// frame waited behind the pass).
+func TestProfilingDoesNotHoldFrames(t *testing.T) {
+	defer matcheck.Assert(t, matcheck.Open())
+	const frames = 20
+	d := testDevice(t, func(c *Config) { c.Frames, c.Workers, c.Window, c.Split, c.ProfileFrames = frames, 1, 4, 1, 1 })
+	d.split.Store(1)
+	h := &testPipe{hold: make(chan struct{})}
+	pipeHooks.Store(h)
+	defer pipeHooks.Store(nil)
+	cloud := newFakeCloud(t, d)
+	stop := d.startWorkers()
+	done := make(chan error, 1)
+	go func() { done <- d.captureLoop(context.Background(), &countSource{}) }()
+	wait, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for d.stats.snapshot().Results < frames && wait.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	s := d.stats.snapshot()
+	close(h.hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	cloud.wg.Wait()
+	if s.Results != frames || s.Profiled != 0 {
+		t.Fatalf("while the profiling pass was held: %d of %d results, %d profiled", s.Results, frames, s.Profiled)
+	}
+	if s := d.stats.snapshot(); s.Profiled != 1 {
+		t.Errorf("after: %d profiled, want 1", s.Profiled)
 	}
 }

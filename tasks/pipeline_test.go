@@ -172,3 +172,18 @@ func TestBuildEncodedRejectsUnknownOptions(t *testing.T) {
 		t.Error("invalid option accepted")
 	}
 }
+
+// Build with nil options builds the pipeline's defaults (it panicked).
+func TestBuildNilOptionsMeansDefaults(t *testing.T) {
+	p, err := tasks.Build(balltrack.Name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := tasks.Build(balltrack.Name, balltrack.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Len() != q.Len() || string(p.Options()) != string(q.Options()) {
+		t.Error("nil options built something else than the defaults")
+	}
+}

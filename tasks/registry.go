@@ -108,11 +108,15 @@ var (
 	}.DecMode()
 )
 
-// Build validates opts and builds the named pipeline.
+// Build validates opts and builds the named pipeline; nil opts means the
+// defaults (Spec.NewOptions).
 func Build(name string, opts Options) (*Pipeline, error) {
 	spec, ok := Lookup(name)
 	if !ok {
 		return nil, fmt.Errorf("unknown pipeline %q (registered: %v)", name, Names())
+	}
+	if opts == nil {
+		opts = spec.NewOptions()
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
