@@ -116,7 +116,11 @@ func main() {
 	flag.IntVar(&o.pacedFrames, "paced-frames", 300, "frames per paced run (300: 10 s)")
 	flag.DurationVar(&memSampleEvery, "mem-every", memSampleEvery, "read each device's /proc/PID/smaps_rollup and status this often for its peak memory (0: not at all)")
 	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, 30 frames, 30 paced frames, small broker loads (explicit flags still win)")
+	floor := flag.Bool("gocv-floor", false, "internal: print the memory of this process after one OpenCV call (a PNG encoding) and exit (the bench runs itself so for the floor of a device's RSS)")
 	flag.Parse()
+	if *floor {
+		os.Exit(printGocvFloor())
+	}
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

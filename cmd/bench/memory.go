@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gocv.io/x/gocv"
 )
 
 // memSampleEvery is how often a device's memory is sampled while it runs
@@ -374,4 +377,45 @@ func mib(b float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.1f MiB", b/(1<<20))
+}
+
+// printGocvFloor is the bench run with -gocv-floor: it encodes one 960×540
+// frame as PNG (the libraries Debian's OpenCV 4.6 links are loaded at
+// start; the call makes OpenCV initialise), then prints its Rss and
+// Anonymous in bytes on one line and returns the exit code.
+func printGocvFloor() int {
+	m := gocv.NewMatWithSize(aviHeight, aviWidth, gocv.MatTypeCV8UC3)
+	defer m.Close()
+	buf, err := gocv.IMEncode(gocv.PNGFileExt, m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gocv floor:", err)
+		return 1
+	}
+	buf.Close()
+	mi, err := readMem(os.Getpid())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gocv floor:", err)
+		return 1
+	}
+	fmt.Println(mi.rss, mi.anon)
+	return 0
+}
+
+// measureGocvFloor runs the bench's own binary with -gocv-floor: the memory
+// of a Go process that links gocv v0.31 (so every library Debian's OpenCV
+// 4.6 pulls in) and does nothing else — the floor under a device's RSS.
+func measureGocvFloor(ctx context.Context) (memInfo, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return memInfo{}, err
+	}
+	out, err := exec.CommandContext(ctx, exe, "-gocv-floor").Output()
+	if err != nil {
+		return memInfo{}, fmt.Errorf("%s -gocv-floor: %w", exe, err)
+	}
+	var m memInfo
+	if _, err := fmt.Sscan(string(out), &m.rss, &m.anon); err != nil {
+		return memInfo{}, fmt.Errorf("%s -gocv-floor printed %q: %w", exe, out, err)
+	}
+	return m, nil
 }

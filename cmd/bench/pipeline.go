@@ -135,6 +135,9 @@ type pipelineResults struct {
 	stackMemOK   bool
 	// benchHWM is the bench's own peak RSS at the end of the section.
 	benchHWM int64
+	// floor is the memory of a process that only links gocv and makes one
+	// OpenCV call (measureGocvFloor); rss 0 when not measured.
+	floor memInfo
 }
 
 // The paced runs: the synthetic source at the AVI's size, paced to
@@ -210,6 +213,14 @@ func runPipelines(ctx context.Context, o options, bin, tmp string, gw *gateway, 
 	}
 	if m, err := readMem(os.Getpid()); err == nil {
 		res.benchHWM = m.hwm
+	}
+	if memSampleEvery > 0 {
+		if m, err := measureGocvFloor(ctx); err != nil {
+			progress("the gocv floor was not measured: %v", err)
+		} else {
+			res.floor = m
+			progress("gocv floor: RSS %s, Anonymous %s", mib(float64(m.rss)), mib(float64(m.anon)))
+		}
 	}
 	if m1, err1 := readMem(gw.gw.pid()); err1 == nil {
 		if m2, err2 := readMem(gw.cp.pid()); err2 == nil {

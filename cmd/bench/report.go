@@ -257,11 +257,16 @@ func (r *report) printMemoryNote(w io.Writer) {
 		fmt.Fprintf(w, "\nMemory: the devices' memory was not sampled (-mem-every 0). %s", goAllocs)
 		return
 	}
-	fmt.Fprintf(w, "\nMemory: RSS counts ~70 MB of file-backed pages of the ~260 shared libraries Debian's OpenCV 4.6 pulls in (GDAL via imgcodecs, GTK via highgui, FFmpeg/GStreamer via videoio) — measured: an idle device that has connected but captured nothing has Rss ≈ 90 MB of which Anonymous ≈ 20 MB%s — so Anonymous is the figure the process controls. "+
+	floor := ""
+	if p.floor.rss > 0 {
+		floor = fmt.Sprintf(" The floor: a Go process that links gocv and makes one OpenCV call (this bench run with -gocv-floor: one 960×540 PNG encoding, nothing else) has RSS %s, Anonymous %s — no device built on Debian 12's OpenCV 4.6 and gocv v0.31 can be below that RSS.",
+			mib(float64(p.floor.rss)), mib(float64(p.floor.anon)))
+	}
+	fmt.Fprintf(w, "\nMemory: RSS counts ~70 MB of file-backed pages of the ~260 shared libraries Debian's OpenCV 4.6 pulls in (GDAL via imgcodecs, Qt via highgui, FFmpeg/GStreamer via videoio) — measured: an idle device that has connected but captured nothing has Rss ≈ 90 MB of which Anonymous ≈ 20 MB%s — so Anonymous is the figure the process controls.%s "+
 		"Peak RSS is the kernel's high-water mark (VmHWM in /proc/PID/status, read every %v until the process exits); peak Anonymous is the largest Anonymous of /proc/PID/smaps_rollup read every %v (a shorter peak between two reads is missed; each read walks the device's mappings under its mmap lock, held for reading: -mem-every 0 turns the reads off). "+
 		"ru_maxrss (the device's rusage at exit, KiB on Linux) is shown for comparison only: Go starts a child with clone(CLONE_VM|CLONE_VFORK), and at exec Linux folds the high-water mark of the memory it leaves — the bench's — into the child's maxrss, so it is at least the bench's own peak RSS at the device's start (%s at the end of this section; checked: /bin/true started by a Go process holding 300 MiB reports ru_maxrss 303 MiB). "+
 		"%s",
-		here, memSampleEvery, memSampleEvery, mib(float64(p.benchHWM)), goAllocs)
+		here, floor, memSampleEvery, memSampleEvery, mib(float64(p.benchHWM)), goAllocs)
 }
 
 func (r *report) printPaced(w io.Writer) {

@@ -1,0 +1,49 @@
+package gctune
+
+import (
+	"math"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+// Apply sets both knobs and says so; restored afterwards for the other
+// tests of the process.
+func TestApplySetsPercentAndLimit(t *testing.T) {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOGC or GOMEMLIMIT set in this test's environment")
+	}
+	oldPercent := debug.SetGCPercent(100)
+	oldLimit := debug.SetMemoryLimit(math.MaxInt64)
+	defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
+	if got := Apply(400, 256<<20); got != "gogc=400 memory_limit=256MiB" {
+		t.Errorf("described %q", got)
+	}
+	if p := debug.SetGCPercent(100); p != 400 {
+		t.Errorf("GC percent %d, want 400", p)
+	}
+	if l := debug.SetMemoryLimit(-1); l != 256<<20 {
+		t.Errorf("memory limit %d, want %d", l, 256<<20)
+	}
+}
+
+// The environment wins: a child with GOGC and GOMEMLIMIT keeps the values
+// the runtime read from them.
+func TestApplyLeavesTheEnvironmentsChoice(t *testing.T) {
+	if os.Getenv("GCTUNE_CHILD") == "1" {
+		got := Apply(400, 256<<20)
+		p, l := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
+		if got != "gogc=50 (GOGC) memory_limit=1GiB (GOMEMLIMIT)" || p != 50 || l != 1<<30 {
+			t.Fatalf("child: %q, percent %d, limit %d", got, p, l)
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestApplyLeavesTheEnvironmentsChoice$", "-test.v")
+	cmd.Env = append(os.Environ(), "GCTUNE_CHILD=1", "GOGC=50", "GOMEMLIMIT=1GiB")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
