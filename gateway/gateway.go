@@ -19,11 +19,14 @@ import (
 )
 
 // The garbage collector's pace the gateway sets unless GOGC or GOMEMLIMIT
-// is set (internal/gctune): its broker allocates every message about three
-// times, so with the default GOGC=100 a device at split 1 made it collect
-// about 40 times a second (199 collections for 600 frames; 54 with these).
+// is set (internal/gctune). With Go's default GOGC=100 a device at split 1
+// (600 frames of 421 KB) made the gateway collect 168 times and spend
+// 2.1–2.4 s of CPU; with GOGC=200 80 times and 1.7–1.8 s; with 400 36
+// times and 1.4–1.6 s — but 400 also let the heap of a gateway whose
+// offline sessions hold their 32 MiB of frames grow by 160 MiB more
+// (e2e TestStaleSubscriberIsBounded, race build; 11 MiB at 200).
 const (
-	GCPercent     = 400
+	GCPercent     = 200
 	GCMemoryLimit = 256 << 20 // bytes (the Go runtime's memory)
 )
 

@@ -13,9 +13,11 @@
 // Apply raises GOGC and bounds the heap by a soft memory limit instead (the
 // collector works harder as the process nears it; runtime/debug). Measured
 // with `go run ./cmd/bench -splits 1` on the 2-core development machine,
-// GOGC for all three processes (medians of 2 runs): 100 → 121 frames/s,
-// 200 → 130, 400 → 153, 800 → 159; the gateway's CPU per frame 3.4 →
-// 2.4 ms and the cloudproc's 4.3 → 2.8 ms at 400.
+// GOGC for all three processes (100 and 400: mean of two runs, 200 and
+// 800: one run): 100 → 121 frames/s, 200 →
+// 130, 400 → 153, 800 → 159; the gateway's CPU per frame 3.4 → 2.4 ms and
+// the cloudproc's 4.3 → 2.8 ms at 400. The gateway uses 200 and the
+// cloudproc 400 (their Run documents why).
 //
 // The standard variables win: GOGC or GOMEMLIMIT set in the environment is
 // left as the runtime read it.
