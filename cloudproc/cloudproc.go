@@ -93,14 +93,11 @@ type proc struct {
 	mx metricsState
 }
 
-// The garbage collector's pace a cloudproc sets unless GOGC or GOMEMLIMIT
-// is set (internal/gctune): paho allocates every message it reads twice
+// GCPercent is the GOGC a cloudproc sets unless GOGC is set (with a soft
+// memory limit of half the physical memory: internal/gctune): paho allocates every message it reads twice
 // (at split 1, 208 collections for 600 frames with the default GOGC=100;
 // 36 with these).
-const (
-	GCPercent     = 400
-	GCMemoryLimit = 256 << 20 // bytes (the Go runtime's memory)
-)
+const GCPercent = 400
 
 // Run connects, announces itself once its subscriptions are acknowledged,
 // and processes stage messages until ctx is done. It then finishes the
@@ -111,7 +108,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Stat
 		return Stats{}, err
 	}
 	p := newProc(cfg, log)
-	p.log.Info("malloc", "settings", cmalloc.String(), "go_gc", gctune.Apply(GCPercent, GCMemoryLimit))
+	p.log.Info("malloc", "settings", cmalloc.String(), "go_gc", gctune.Apply(GCPercent))
 	defer p.serveMetrics().Close() // nil when off
 	announced := make(chan struct{})
 	if err := p.connect(ctx, announced); err != nil {

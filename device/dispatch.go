@@ -27,10 +27,11 @@ import (
 //
 // A frame due for profiling is copied by its worker and the copy handed to
 // the profiler, which runs it through every stage on its own goroutine:
-// the frame itself goes on at once, so profiling (all stages and an
-// encoding at every boundary, several times a frame's own work) adds
-// nothing to its latency. A copy that finds the profiler busy is not
-// profiled; a later frame is (profileDue asks again).
+// the frame itself goes on at once instead of waiting for the pass (all
+// stages and an encoding at every boundary, several times a frame's own
+// work), which competes for the CPU like any other work. A frame that
+// finds the profiler busy is not copied; a later frame is profiled
+// (profileDue asks again).
 //
 // Bounds: jobs holds at most W frames and sends at most window frames;
 // profiles holds one copy and the profiler works on one;
@@ -246,9 +247,14 @@ func (d *device) wrap(report func(stage string, cpu, emulated time.Duration)) ta
 }
 
 // queueProfile hands a copy of a frame's input to the profiler for
-// profiling round gen, or hands the pass back when the profiler is busy or
-// the input cannot be copied.
+// profiling round gen. When the profiler's slot is taken it makes no copy
+// and hands the pass back (unclaim: a later frame is profiled); an input
+// that cannot be copied counts as a failed pass.
 func (d *device) queueProfile(in any, gen uint64) {
+	if len(d.profiles) == cap(d.profiles) { // busy (only workers send: a race costs one copy)
+		d.perf.unclaim(gen)
+		return
+	}
 	// A copy (an array is never changed in place): the input itself is
 	// processed as usual.
 	a, ok := in.(tasks.Array)
@@ -261,14 +267,15 @@ func (d *device) queueProfile(in any, gen uint64) {
 			ok = true
 		}
 	}
-	if ok {
-		select {
-		case d.profiles <- profileJob{in: a, gen: gen}:
-			return
-		default: // the profiler is busy
-		}
+	if !ok {
+		d.perf.profiled(gen, nil, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // a failed pass
+		return
 	}
-	d.perf.profiled(gen, nil, nil, nil, nil, false, d.cfg.ProfileFrames, time.Now()) // hand the pass back
+	select {
+	case d.profiles <- profileJob{in: a, gen: gen}:
+	default: // another worker took the slot meanwhile
+		d.perf.unclaim(gen)
+	}
 }
 
 // profile runs a copy of a frame's input through every stage but the

@@ -140,6 +140,17 @@ func (p *perf) profiled(gen uint64, dev, cpu []time.Duration, bytes []int, enc [
 	}
 }
 
+// unclaim hands back a pass of round gen that profileDue granted but that
+// was not run (the profiler was busy): unlike a pass that failed, it does
+// not count against the round's attempts, so a later frame is profiled.
+func (p *perf) unclaim(gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if gen == p.gen {
+		p.pending--
+	}
+}
+
 // figures returns the telemetry's stage and boundary figures. Stages the
 // device ran within fresh are measured; the others are estimated from the
 // profile, scaled by how the measured stages compare with their profile.

@@ -99,3 +99,29 @@ func TestProfilePassesAreHandedOutOnce(t *testing.T) {
 		t.Errorf("profile %+v, want 2 ms for stage b", stages[1])
 	}
 }
+
+// A pass handed back unrun (the profiler was busy) does not use up the
+// round's attempts: after any number of them the round still profiles
+// its frames (before, each counted as a failed attempt, and 30 of them
+// ended a round of 3 frames unprofiled).
+func TestUnclaimedPassesDoNotEndTheRound(t *testing.T) {
+	p := newPerf([]string{"a", "b", "sink"})
+	t0 := time.Now()
+	for range 100 {
+		gen, due := p.profileDue(3, time.Minute, t0)
+		if !due {
+			t.Fatal("no pass handed out after unclaimed ones")
+		}
+		p.unclaim(gen)
+	}
+	for range 3 {
+		gen, due := p.profileDue(3, time.Minute, t0)
+		if !due {
+			t.Fatal("no pass handed out")
+		}
+		p.profiled(gen, []time.Duration{time.Millisecond, time.Millisecond}, []time.Duration{time.Millisecond, time.Millisecond}, []int{0, 10, 5}, make([]time.Duration, 3), true, 3, t0)
+	}
+	if _, due := p.profileDue(3, time.Minute, t0); due {
+		t.Error("a fourth pass handed out: the round did not end after its 3 frames")
+	}
+}

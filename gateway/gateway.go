@@ -18,17 +18,14 @@ import (
 	"github.com/splitpoint/splitpoint/tasks"
 )
 
-// The garbage collector's pace the gateway sets unless GOGC or GOMEMLIMIT
-// is set (internal/gctune). With Go's default GOGC=100 a device at split 1
+// GCPercent is the GOGC the gateway sets unless GOGC is set (with a soft
+// memory limit of half the physical memory: internal/gctune). With Go's default GOGC=100 a device at split 1
 // (600 frames of 421 KB) made the gateway collect 168 times and spend
 // 2.1–2.4 s of CPU; with GOGC=200 80 times and 1.7–1.8 s; with 400 36
 // times and 1.4–1.6 s — but 400 also let the heap of a gateway whose
 // offline sessions hold their 32 MiB of frames grow by 160 MiB more
 // (e2e TestStaleSubscriberIsBounded, race build; 11 MiB at 200).
-const (
-	GCPercent     = 200
-	GCMemoryLimit = 256 << 20 // bytes (the Go runtime's memory)
-)
+const GCPercent = 200
 
 // Run starts the broker, writes "gateway listening on ADDR" as the first
 // line of out, and serves until ctx is done. Every stats_interval it logs a
@@ -40,7 +37,7 @@ const (
 // Run itself keeps no map or queue; the broker's and the control plane's
 // are bounded where they are declared (package broker; plane.go).
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error {
-	log.Info("go garbage collector", "settings", gctune.Apply(GCPercent, GCMemoryLimit))
+	log.Info("go garbage collector", "settings", gctune.Apply(GCPercent))
 	b, err := broker.Start(cfg.brokerConfig(), log)
 	if err != nil {
 		return err

@@ -80,10 +80,13 @@ type Array struct {
 type Bytes []byte
 
 // UnmarshalCBOR implements cbor.Unmarshaler: data is one well-formed CBOR
-// data item (the decoder has checked it), a definite-length byte string or
-// null; b refers to the string's bytes inside data.
+// data item (the decoder has checked it), a definite-length byte string,
+// null or undefined (nil, as for a []byte); b refers to the string's bytes
+// inside data. (fxamacker/cbor passes a slice of the message being decoded
+// and asks Unmarshalers to copy; not copying is the point, and
+// TestDecodeArrayDataRefersToTheMessage checks the library still does so.)
 func (b *Bytes) UnmarshalCBOR(data []byte) error {
-	if len(data) == 1 && data[0] == 0xf6 { // null, as a []byte decodes it
+	if len(data) == 1 && (data[0] == 0xf6 || data[0] == 0xf7) { // null or undefined, as a []byte decodes them
 		*b = nil
 		return nil
 	}

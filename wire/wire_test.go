@@ -211,8 +211,10 @@ func TestBytesUnmarshalRefusesOtherItems(t *testing.T) {
 			t.Errorf("% x accepted as %v", bad, []byte(b))
 		}
 	}
-	var b wire.Bytes = []byte{1}
-	if err := b.UnmarshalCBOR([]byte{0xf6}); err != nil || b != nil {
-		t.Errorf("null: %v %v", []byte(b), err)
+	for _, null := range []byte{0xf6, 0xf7} {
+		var b wire.Bytes = []byte{1}
+		if err := b.UnmarshalCBOR([]byte{null}); err != nil || b != nil {
+			t.Errorf("% x: %v %v", null, []byte(b), err)
+		}
 	}
 }

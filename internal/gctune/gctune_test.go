@@ -1,6 +1,7 @@
 package gctune
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ func TestApplySetsPercentAndLimit(t *testing.T) {
 	oldPercent := debug.SetGCPercent(100)
 	oldLimit := debug.SetMemoryLimit(math.MaxInt64)
 	defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
-	if got := Apply(400, 256<<20); got != "gogc=400 memory_limit=256MiB" {
+	if got := apply(400, 256<<20); got != "gogc=400 memory_limit=256MiB" {
 		t.Errorf("described %q", got)
 	}
 	if p := debug.SetGCPercent(100); p != 400 {
@@ -33,7 +34,7 @@ func TestApplySetsPercentAndLimit(t *testing.T) {
 // the runtime read from them.
 func TestApplyLeavesTheEnvironmentsChoice(t *testing.T) {
 	if os.Getenv("GCTUNE_CHILD") == "1" {
-		got := Apply(400, 256<<20)
+		got := Apply(400)
 		p, l := debug.SetGCPercent(-1), debug.SetMemoryLimit(-1)
 		if got != "gogc=50 (GOGC) memory_limit=1GiB (GOMEMLIMIT)" || p != 50 || l != 1<<30 {
 			t.Fatalf("child: %q, percent %d, limit %d", got, p, l)
@@ -45,5 +46,29 @@ func TestApplyLeavesTheEnvironmentsChoice(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "PASS") {
 		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// Apply's limit is half the physical memory.
+func TestApplyLimitIsHalfTheMemory(t *testing.T) {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOGC or GOMEMLIMIT set in this test's environment")
+	}
+	oldPercent := debug.SetGCPercent(100)
+	oldLimit := debug.SetMemoryLimit(math.MaxInt64)
+	defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Skip("no /proc/meminfo")
+	}
+	var kb int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			fmt.Sscan(rest, &kb)
+		}
+	}
+	got := Apply(400)
+	if l := debug.SetMemoryLimit(-1); l != kb<<10/2 || !strings.HasSuffix(got, fmt.Sprintf("memory_limit=%dMiB", l>>20)) {
+		t.Errorf("limit %d (%q), want half of MemTotal %d kB", l, got, kb)
 	}
 }

@@ -239,10 +239,12 @@ func (pk *Packet) Copy(allowTransfer bool) Packet {
 	}
 
 	if len(pk.Payload) > 0 {
-		// Shared, not copied (splitpoint patch, see PATCHES.md): a payload
-		// is a slice of the buffer ReadPacket made for its packet alone and
-		// is never written after it is decoded, so every copy of a packet
-		// (one per subscriber, inflight, retained) can read the same bytes.
+		// Shared, not copied (splitpoint patch, see PATCHES.md): nothing
+		// in mochi writes to a payload, which is either a slice of the
+		// buffer ReadPacket made for its packet alone or the slice given to
+		// Server.Publish/InjectPacket (whose caller must then not change
+		// it), so every copy of a packet (one per subscriber, inflight,
+		// retained) can read the same bytes.
 		p.Payload = pk.Payload
 	}
 
