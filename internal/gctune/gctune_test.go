@@ -10,15 +10,22 @@ import (
 	"testing"
 )
 
-// Apply sets both knobs and says so; restored afterwards for the other
-// tests of the process.
-func TestApplySetsPercentAndLimit(t *testing.T) {
+// resetGC skips a test run with GOGC or GOMEMLIMIT set, sets Go's defaults
+// for the test and restores the process's settings after it.
+func resetGC(t *testing.T) {
+	t.Helper()
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		t.Skip("GOGC or GOMEMLIMIT set in this test's environment")
 	}
 	oldPercent := debug.SetGCPercent(100)
 	oldLimit := debug.SetMemoryLimit(math.MaxInt64)
-	defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
+	t.Cleanup(func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) })
+}
+
+// Apply sets both knobs and says so; restored afterwards for the other
+// tests of the process.
+func TestApplySetsPercentAndLimit(t *testing.T) {
+	resetGC(t)
 	if got := apply(400, 256<<20); got != "gogc=400 memory_limit=256MiB" {
 		t.Errorf("described %q", got)
 	}
@@ -51,12 +58,7 @@ func TestApplyLeavesTheEnvironmentsChoice(t *testing.T) {
 
 // Apply's limit is half the physical memory.
 func TestApplyLimitIsHalfTheMemory(t *testing.T) {
-	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
-		t.Skip("GOGC or GOMEMLIMIT set in this test's environment")
-	}
-	oldPercent := debug.SetGCPercent(100)
-	oldLimit := debug.SetMemoryLimit(math.MaxInt64)
-	defer func() { debug.SetGCPercent(oldPercent); debug.SetMemoryLimit(oldLimit) }()
+	resetGC(t)
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		t.Skip("no /proc/meminfo")
