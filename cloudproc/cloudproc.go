@@ -94,9 +94,9 @@ type proc struct {
 }
 
 // GCPercent is the GOGC a cloudproc sets unless GOGC is set (with a soft
-// memory limit of half the physical memory: internal/gctune): paho allocates every message it reads twice
-// (at split 1, 208 collections for 600 frames with the default GOGC=100;
-// 36 with these).
+// memory limit of half the physical memory: internal/gctune): paho
+// allocates every message it reads twice (at split 1, 208 collections for
+// 600 frames with the default GOGC=100; 36 with these).
 const GCPercent = 400
 
 // Run connects, announces itself once its subscriptions are acknowledged,
