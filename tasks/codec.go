@@ -180,6 +180,17 @@ func encodeValue(v any, enc Encoding, top bool) (wire.Field, error) {
 	return wire.Field{}, errKind(v)
 }
 
+// encodeWith encodes a with c: through n itself when n is not nil and c
+// can (NativeEncoder), else from a.
+func encodeWith(c Codec, a Array, n Native, quality int) ([]byte, error) {
+	if ne, ok := c.(NativeEncoder); ok && n != nil {
+		if data, handled, err := ne.EncodeNative(n, quality); handled || err != nil {
+			return data, err
+		}
+	}
+	return c.Encode(a, quality)
+}
+
 // encodeArray encodes a, the array form of n when n is not nil.
 func encodeArray(a Array, n Native, enc Encoding) (wire.Field, error) {
 	if err := a.Validate(); err != nil {
@@ -187,14 +198,7 @@ func encodeArray(a Array, n Native, enc Encoding) (wire.Field, error) {
 	}
 	wa := &wire.Array{DType: string(a.DType), Shape: slices.Clone(a.Shape), Codec: wire.CodecRaw, Data: a.Data}
 	if c := enc.codecFor(a); c != nil {
-		var data []byte
-		handled, err := false, error(nil)
-		if ne, ok := c.(NativeEncoder); ok && n != nil {
-			data, handled, err = ne.EncodeNative(n, enc.Quality)
-		}
-		if !handled && err == nil {
-			data, err = c.Encode(a, enc.Quality)
-		}
+		data, err := encodeWith(c, a, n, enc.Quality)
 		if err != nil {
 			return wire.Field{}, fmt.Errorf("%s: %w", c.Name(), err)
 		}

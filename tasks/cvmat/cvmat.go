@@ -32,10 +32,10 @@ func (m Mat) Array() (tasks.Array, error) { return ToArray(m.Mat) }
 // element type arrays lack.
 func (m Mat) ArrayView() (tasks.Array, bool) {
 	dt, shape, err := describe(m.Mat)
-	if err != nil || !m.IsContinuous() {
+	if err != nil {
 		return tasks.Array{}, false
 	}
-	data, err := m.DataPtrUint8()
+	data, err := m.DataPtrUint8() // fails for a non-continuous matrix
 	if err != nil {
 		return tasks.Array{}, false
 	}
