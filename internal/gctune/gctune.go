@@ -13,13 +13,13 @@
 // Apply raises GOGC, and sets a soft memory limit of half the machine's
 // physical memory (the collector works harder as the process nears it;
 // runtime/debug) so that the larger heap GOGC allows (up to 5× what is
-// live at GOGC=400) gives way before the machine's memory runs out. Measured
-// with `go run ./cmd/bench -splits 1` on the 2-core development machine,
-// GOGC for all three processes (100 and 400: mean of two runs, 200 and
-// 800: one run): 100 → 121 frames/s, 200 →
-// 130, 400 → 153, 800 → 159; the gateway's CPU per frame 3.4 → 2.4 ms and
-// the cloudproc's 4.3 → 2.8 ms at 400. The gateway uses 200 and the
-// cloudproc 400 (their Run documents why).
+// live at GOGC=400) gives way before the machine's memory runs out.
+// Measured with `go run ./cmd/bench -splits 1` on the 2-core development
+// machine, GOGC set for all three processes (100 and 400: mean of two
+// runs, 200 and 800: one run): 100 → 121 frames/s, 200 → 130, 400 → 153,
+// 800 → 159; the gateway's CPU per frame 3.4 → 2.4 ms and the cloudproc's
+// 4.3 → 2.8 ms at 400. The gateway uses 200 and the cloudproc 400 (their
+// GCPercent documents why).
 //
 // The standard variables win: GOGC or GOMEMLIMIT set (not empty) in the
 // environment is left as the runtime read it.
