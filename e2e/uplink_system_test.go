@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,35 +73,68 @@ func startIn(t *testing.T, ns, name string, args ...string) *proc {
 	return startCmd(t, name, exec.Command("ip", append([]string{"netns", "exec", ns, path}, args...)...))
 }
 
-var statusRe = regexp.MustCompile(`results/s=([0-9.]+) split=(\d+)`)
+var statusRe = regexp.MustCompile(`results/s=([0-9.]+) split=(\d+) .* results=(\d+) `)
 
-// statusSamples parses a device's status lines: results/s and split.
-func statusSamples(out string) (fps []float64, splits []int) {
+// status is one of a device's status lines (printed every
+// status_interval, 1 s here): results/s over the last interval, the
+// split, and the results counted since the start.
+type status struct {
+	perS    float64
+	split   int
+	results int
+}
+
+// statusSamples parses a device's status lines.
+func statusSamples(out string) []status {
+	var ss []status
 	for _, m := range statusRe.FindAllStringSubmatch(out, -1) {
 		f, _ := strconv.ParseFloat(m[1], 64)
 		k, _ := strconv.Atoi(m[2])
-		fps, splits = append(fps, f), append(splits, k)
+		n, _ := strconv.Atoi(m[3])
+		ss = append(ss, status{perS: f, split: k, results: n})
 	}
-	return
+	return ss
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
+// rate is the results per second over the status lines ss (one a
+// second): the count between the first and the last line over the lines
+// between them. Unlike the per-line figures, which count whole frames in
+// one second (±1 at ~20/s is ±5 %), it keeps the fractions.
+func rate(ss []status) float64 {
+	if len(ss) < 2 {
 		return 0
 	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
+	return float64(ss[len(ss)-1].results-ss[0].results) / float64(len(ss)-1)
 }
 
 // The thin uplink, for real: the gateway→upstream link is shaped to 12
-// Mbit/s, where raw frames (split 1: 562 KB) cannot keep up; the device is
-// slowed so that only splits 1–2 would meet the target on CPU; the target
-// is above what any split reaches on that link. Every static split is
-// measured on the same link, then the automatic controller, started at
-// split 1, must settle on a split that does not ship raw frames and
-// deliver ≥ 0.9× the best static split.
+// Mbit/s, where raw frames (split 1: 562 KB) cannot keep up (~2 frames/s);
+// the device is slowed so that only splits 1–2 would meet the target on
+// CPU (splits 3–6: ~20 frames/s alone, with the race detector); the target
+// (30/s) is above what any split reaches on that link. The camera gives 10
+// frames/s: the splits that do not ship raw frames all reach it with CPU
+// to spare, so that what the test compares is the split, not how this
+// shared machine's speed moves (with an unpaced source each device ran
+// flat out: the same static split read 22.6 and 17.4 results/s a minute
+// apart, and two devices beside each other 0.67–1.46× of each other over
+// 5-second windows). Every static split is measured on the same link,
+// then the automatic controller, started at split 1, must settle on a
+// split that does not ship raw frames and deliver ≥ 0.9× the best static
+// split.
 func TestSystemThinUplinkController(t *testing.T) {
+	// The outcome, logged last when the test fails (registered first, this
+	// runs after the processes' cleanups have logged their output).
+	var summary []string
+	logf := func(format string, args ...any) {
+		t.Helper()
+		summary = append(summary, fmt.Sprintf(format, args...))
+		t.Log(summary[len(summary)-1])
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("summary:\n%s", strings.Join(summary, "\n"))
+		}
+	})
 	n := newNetnsPair(t, "12mbit")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
@@ -121,6 +153,7 @@ func TestSystemThinUplinkController(t *testing.T) {
 	const (
 		slowdown = "15"
 		target   = "30"
+		camera   = "10" // frames/s
 	)
 	startDevice := func(name string, args ...string) *proc {
 		cfg := filepath.Join(dir, name+".toml")
@@ -128,15 +161,18 @@ func TestSystemThinUplinkController(t *testing.T) {
 		// A device id per run: the gateway keeps each device's last
 		// decision (a manual split would hold an automatic run).
 		return startIn(t, n.edge, "device", "-c", cfg, "--broker", "tcp://127.0.0.1:1883", "--id", name,
-			"--source", "synthetic:?fps=0&seed=4", "--slowdown", slowdown, "--target-fps", target)
+			"--source", "synthetic:?fps="+camera+"&seed=4", "--slowdown", slowdown, "--target-fps", target)
 	}
-	samples := func(d *proc, skip time.Duration) ([]float64, []int) {
-		fps, splits := statusSamples(d.stdout.String())
+	// samples reads d's status lines so far (before d is stopped: while it
+	// drains, its lines count results but no frames), skipping the first.
+	samples := func(d *proc, skip time.Duration) []status {
+		t.Helper()
+		ss := statusSamples(d.stdout.String())
 		drop := int(skip / time.Second)
-		if len(fps) <= drop {
-			t.Fatalf("%s: only %d status lines:\n%s", d.name, len(fps), tail(d.stdout.String()))
+		if len(ss) <= drop+1 {
+			t.Fatalf("%s: only %d status lines:\n%s", d.name, len(ss), tail(d.stdout.String()))
 		}
-		return fps[drop:], splits[drop:]
+		return ss[drop:]
 	}
 	manual := func(k int) string { return fmt.Sprintf("split = %d\nmode = \"manual\"", k) }
 	static := map[int]float64{}
@@ -144,42 +180,43 @@ func TestSystemThinUplinkController(t *testing.T) {
 	for k := 6; k >= 1; k-- {
 		d := startDevice(fmt.Sprintf("static-%d", k), manual(k))
 		time.Sleep(14 * time.Second)
+		static[k] = rate(samples(d, 5*time.Second))
 		d.stop(t)
-		fps, _ := samples(d, 5*time.Second)
 		time.Sleep(2 * time.Second) // let the link drain
-		static[k] = median(fps)
 		if static[k] > best {
 			best, bestSplit = static[k], k
 		}
 	}
-	t.Logf("static splits on a 12 Mbit/s uplink, slowdown %s (median results/s): %v; best split %d at %.1f", slowdown, static, bestSplit, best)
+	logf("static splits on a 12 Mbit/s uplink, slowdown %s (results/s): %v; best split %d at %.1f", slowdown, static, bestSplit, best)
 	if bestSplit <= 2 {
 		t.Fatalf("the set-up is wrong: the best static split ships raw frames (%v)", static)
 	}
-	// The automatic device starts at split 1; once it has settled, the best
-	// static split runs beside it, so that both are measured under the same
-	// load (this machine is shared: measured one after the other, the same
-	// split read 14 and 20 results/s).
+	// The automatic device starts at split 1 and is measured once it has
+	// settled; then the best static split runs again. The reference is the
+	// mean of that split's two runs, before and after.
 	auto := startDevice("auto", "split = 1\nmode = \"auto\"")
-	time.Sleep(25 * time.Second)
-	beside := startDevice(fmt.Sprintf("static-%d-beside", bestSplit), manual(bestSplit))
-	time.Sleep(30 * time.Second)
+	time.Sleep(40 * time.Second)
+	aSt := samples(auto, 25*time.Second)
 	auto.stop(t)
-	beside.stop(t)
-	sFPS, _ := samples(beside, 5*time.Second)
-	aFPS, splits := samples(auto, 0)
-	if len(aFPS) > len(sFPS) {
-		aFPS, splits = aFPS[len(aFPS)-len(sFPS):], splits[len(splits)-len(sFPS):]
+	time.Sleep(2 * time.Second)
+	again := startDevice(fmt.Sprintf("static-%d-again", bestSplit), manual(bestSplit))
+	time.Sleep(14 * time.Second)
+	after := rate(samples(again, 5*time.Second))
+	again.stop(t)
+	splits := make([]int, len(aSt))
+	for i, s := range aSt {
+		splits[i] = s.split
 	}
-	fps, best := median(aFPS), median(sFPS)
-	t.Logf("split %d beside the automatic device: %.1f results/s", bestSplit, best)
+	fps, ref := rate(aSt), (static[bestSplit]+after)/2
 	final := splits[len(splits)-1]
-	t.Logf("automatic, started at split 1: split %d at the end (splits %v), %.1f results/s = %.2f× the best static split beside it", final, splits, fps, fps/best)
+	logf("split %d again after the automatic device: %.2f results/s (before it: %.2f; mean %.2f)", bestSplit, after, static[bestSplit], ref)
+	logf("automatic, started at split 1: split %d at the end (splits %v over the last %d s), %.2f results/s = %.2f× the best static split",
+		final, splits, len(aSt)-1, fps, fps/ref)
 	if final <= 2 {
 		t.Errorf("the controller kept shipping raw frames: split %d", final)
 	}
-	if fps < 0.9*best {
-		t.Errorf("automatic %.1f results/s < 0.9 × best static %.1f (split %d) measured beside it", fps, best, bestSplit)
+	if fps < 0.9*ref {
+		t.Errorf("automatic %.2f results/s < 0.9 × best static %.2f (split %d, mean of the runs before and after)", fps, ref, bestSplit)
 	}
 	if !strings.Contains(g.stderr.String(), "split=3") && !strings.Contains(g.stderr.String(), "split=4") &&
 		!strings.Contains(g.stderr.String(), "split=5") && !strings.Contains(g.stderr.String(), "split=6") {
