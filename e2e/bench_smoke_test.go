@@ -14,7 +14,7 @@ import (
 )
 
 // TestBenchSmoke runs cmd/bench -quick (one round of 30 frames, paced runs
-// of 30 frames, small broker loads) and checks that it exits 0 and prints
+// of 30 frames, small broker loads, ~0.3 s of round trips) and checks that it exits 0 and prints
 // every section's header and a row per mode. It asserts nothing about speed. The bench and
 // the binaries it runs are built as make bench builds them (no race
 // detector: race-built binaries make the run twice as long, and the other
@@ -60,6 +60,10 @@ func TestBenchSmoke(t *testing.T) {
 		"| process | RSS | Anonymous | peak RSS |",
 		"## Broker — paho QoS 1",
 		"| message | messages | path | messages/s | MB/s | ×mosquitto | broker CPU/message | broker cores | clients cores |",
+		"## A frame's round trip alone — the two QoS 1 messages of every split, at ",
+		"| broker | round trips/s | broker CPU | echo client CPU | paced client CPU | broker + 2 × echo |",
+		"(rate: 1.3 × the AVI baseline's ",
+		"The goal for splits 3–6 (1.3× the baseline, ",
 	} {
 		if n := strings.Count(out, h); n == 0 {
 			t.Errorf("no %q in the report", h)
@@ -126,6 +130,23 @@ func TestBenchSmoke(t *testing.T) {
 			if !re.MatchString(out) {
 				t.Errorf("no broker row with a rate for %s bytes through %s", size, path)
 			}
+		}
+	}
+	// The round trip through both brokers, every figure, and the
+	// arithmetic naming each broker's round trip.
+	rt := tableRows(out, "| broker | round trips/s |")
+	rtRe := regexp.MustCompile(`^\| (gateway \(mochi\)|mosquitto) \| \d+ \| \d+ µs \| \d+ µs \| \d+ µs \| [0-9.]+ ms \|$`)
+	if len(rt) != 2 {
+		t.Errorf("%d rows in the round-trip table, want 2 (gateway, mosquitto)", len(rt))
+	}
+	for _, l := range rt {
+		if !rtRe.MatchString(l) {
+			t.Errorf("round-trip row without every figure: %s", l)
+		}
+	}
+	for _, b := range []string{"gateway (mochi)", "mosquitto"} {
+		if !regexp.MustCompile(`Through ` + regexp.QuoteMeta(b) + ` the round trip alone costs [0-9.]+ ms: `).MatchString(out) {
+			t.Errorf("the goal's arithmetic does not name the round trip through %s", b)
 		}
 	}
 }

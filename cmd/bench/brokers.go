@@ -54,7 +54,7 @@ func runBrokers(ctx context.Context, o options, tmp string, gw *gateway) (*broke
 	for _, size := range o.sizes {
 		res.counts[size] = max(o.brokerMin, min(o.brokerMax, o.brokerBytes/size))
 	}
-	mq, version, err := startMosquitto(ctx, tmp)
+	mq, version, err := startMosquitto(ctx, tmp, "mosquitto")
 	if err != nil {
 		res.skipped[bMosquitto] = err.Error()
 		progress("mosquitto: %v", err)
@@ -241,8 +241,9 @@ type mosquitto struct {
 func (m *mosquitto) stop() { m.p.stop() }
 
 // startMosquitto starts Debian's mosquitto on a free loopback port with a
-// config file of its own, and waits until it accepts connections.
-func startMosquitto(ctx context.Context, tmp string) (*mosquitto, string, error) {
+// config file of its own (tmp/name.conf, with the extra lines), and waits
+// until it accepts connections.
+func startMosquitto(ctx context.Context, tmp, name string, extra ...string) (*mosquitto, string, error) {
 	path, err := exec.LookPath("mosquitto")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
@@ -269,7 +270,7 @@ func startMosquitto(ctx context.Context, tmp string) (*mosquitto, string, error)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		conf := filepath.Join(tmp, "mosquitto.conf")
+		conf := filepath.Join(tmp, name+".conf")
 		var b strings.Builder
 		if os.Geteuid() == 0 {
 			b.WriteString("user root\n") // else it drops to the mosquitto user
@@ -282,6 +283,9 @@ func startMosquitto(ctx context.Context, tmp string) (*mosquitto, string, error)
 		// MQTT 3.1.1 client (the publisher's window bounds the load).
 		b.WriteString("max_inflight_messages 0\n")
 		b.WriteString("log_dest stderr\nlog_type error\nlog_type warning\n")
+		for _, l := range extra {
+			b.WriteString(l + "\n")
+		}
 		if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 			return nil, "", err
 		}

@@ -2,7 +2,7 @@
 // broker against mosquitto and raw TCP, and prints one markdown report of
 // medians over interleaved rounds.
 //
-//	go run ./cmd/bench [-frames 600] [-rounds 5] [-sizes 1024,102400,562655] [-paced=false] [-paced-frames 300] [-quick] [-profile DIR]
+//	go run ./cmd/bench [-frames 600] [-rounds 5] [-sizes 1024,102400,562655] [-paced=false] [-paced-frames 300] [-roundtrip=false] [-rt-rate R] [-quick] [-profile DIR]
 //
 // Inputs: a 960×540 MJPEG AVI of the moving green ball that the bench
 // writes itself (gocv VideoWriter, MJPG, into a temporary directory) and
@@ -42,6 +42,17 @@
 // publisher → broker → one subscriber that must receive every message,
 // through the gateway, through Debian's mosquitto (started by the bench on
 // a free loopback port) and over a raw loopback TCP connection.
+//
+// Round-trip section (-roundtrip, on by default): what every split pays per
+// frame besides its stages — a 279-byte state published at QoS 1 and
+// delivered, a 260-byte result published back at QoS 1 — with nothing else,
+// at the goal's rate for splits 3–6 (1.3 × the AVI baseline's frames/s, or
+// -rt-rate). Two processes of this binary play the device (a paced paho
+// client, -rt-client) and the cloudproc (an echo, -rt-echo), through the
+// gateway and through mosquitto with set_tcp_nodelay; the CPU per round
+// trip of the broker and of both clients, and the goal's arithmetic: the
+// CPU per frame the goal leaves beside two plain loops' OpenCV calls,
+// against the round trip's.
 //
 // -profile DIR builds the three binaries with a CPU and allocation profile
 // hook added through go build -overlay (the sources are not touched: main
@@ -90,6 +101,9 @@ type options struct {
 	quick       bool
 	paced       bool
 	pacedFrames int
+	roundTrip   bool
+	rtRate      float64
+	rtSeconds   float64
 }
 
 func main() {
@@ -116,10 +130,23 @@ func main() {
 	flag.IntVar(&o.pacedFrames, "paced-frames", 300, "frames per paced run (300: 10 s)")
 	flag.DurationVar(&memSampleEvery, "mem-every", memSampleEvery, "read each device's /proc/PID/smaps_rollup and status this often for its peak memory (0: not at all)")
 	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round, 30 frames, 30 paced frames, small broker loads (explicit flags still win)")
+	flag.BoolVar(&o.roundTrip, "roundtrip", true, "run the round-trip section: a frame's two QoS 1 messages alone, through the gateway and mosquitto, at the goal's rate")
+	flag.Float64Var(&o.rtRate, "rt-rate", 0, "round-trip section: round trips per second (0: 1.3 × the AVI baseline's frames/s, or 350 without it)")
+	flag.Float64Var(&o.rtSeconds, "rt-seconds", 6, "round-trip section: seconds per run at the rate")
+	rtEchoURL := flag.String("rt-echo", "", "internal: run as the round trip's echo client against this broker URL")
+	rtClientURL := flag.String("rt-client", "", "internal: run as the round trip's paced client against this broker URL")
+	rtTopic := flag.String("rt-topic", "", "internal: the round trip's topic prefix")
+	rtN := flag.Int("rt-n", 0, "internal: the paced client's round trips")
 	floor := flag.Bool("gocv-floor", false, "internal: print the memory of this process after one OpenCV call (a PNG encoding) and exit (the bench runs itself so for the floor of a device's RSS)")
 	flag.Parse()
 	if *floor {
 		os.Exit(printGocvFloor())
+	}
+	if *rtEchoURL != "" {
+		os.Exit(rtEcho(*rtEchoURL, *rtTopic))
+	}
+	if *rtClientURL != "" {
+		os.Exit(rtClient(os.Stdout, *rtClientURL, *rtTopic, *rtN, o.rtRate))
 	}
 	if o.quick {
 		set := map[string]bool{}
@@ -135,6 +162,9 @@ func main() {
 		def("broker-max", &o.brokerMax, 1000)
 		def("broker-min", &o.brokerMin, 20)
 		def("paced-frames", &o.pacedFrames, 30)
+		if !set["rt-seconds"] {
+			o.rtSeconds = 0.3
+		}
 	}
 	var err error
 	if o.sizes, err = parseInts(sizes); err != nil {
@@ -172,6 +202,8 @@ func main() {
 		fail(errors.New("-rounds must be ≥ 1"))
 	case o.window < 1:
 		fail(errors.New("-window must be ≥ 1"))
+	case o.roundTrip && (o.rtRate < 0 || o.rtSeconds <= 0):
+		fail(errors.New("-rt-rate must be ≥ 0 and -rt-seconds > 0"))
 	case o.paced && o.pacedFrames < 1:
 		fail(errors.New("-paced-frames must be ≥ 1"))
 	case o.brokerMin < 1 || o.brokerMax < o.brokerMin:
@@ -247,7 +279,7 @@ func run(ctx context.Context, o options) error {
 	rep := &report{opts: o, machine: m}
 
 	bin := o.bin
-	if bin == "" && (o.pipeline || o.broker) {
+	if bin == "" && (o.pipeline || o.broker || o.roundTrip) {
 		bin = tmp + "/bin"
 		progress("building gateway, device, cloudproc into %s", bin)
 		if err := buildBinaries(ctx, bin, nil); err != nil {
@@ -256,7 +288,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	var gw *gateway
-	if o.pipeline || o.broker {
+	if o.pipeline || o.broker || o.roundTrip {
 		gw, err = startStack(ctx, bin, o.pipeline)
 		if err != nil {
 			return err
@@ -287,6 +319,13 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		rep.broker = res
+	}
+	if o.roundTrip {
+		res, err := runRoundTrips(ctx, o, tmp, gw, rep.pipeline)
+		if err != nil {
+			return err
+		}
+		rep.roundTrip = res
 	}
 	if gw != nil {
 		gw.stop()

@@ -59,8 +59,10 @@ type report struct {
 	machine  machineInfo
 	pipeline *pipelineResults
 	broker   *brokerResults
-	profiles []profileResult
-	elapsed  time.Duration
+	// roundTrip is the round-trip section (-roundtrip).
+	roundTrip *rtResults
+	profiles  []profileResult
+	elapsed   time.Duration
 }
 
 // median is the median of f over xs, leaving out NaN (not measured): 0
@@ -113,6 +115,9 @@ func (r *report) print(w io.Writer) {
 	}
 	if r.broker != nil {
 		r.printBroker(w)
+	}
+	if r.roundTrip != nil {
+		r.printRoundTrip(w)
 	}
 	if len(r.profiles) > 0 {
 		printProfiles(w, r.opts.profile, r.profiles)

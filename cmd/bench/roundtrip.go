@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// The round-trip section measures what splits 3–6 cannot avoid per frame:
+// a small state published at QoS 1 to the broker and delivered to a
+// subscriber, and a small result published back at QoS 1 — with nothing
+// else (no OpenCV, no CBOR, no accounting), at the rate the goal
+// asks for. Two processes of this binary play the device and the cloudproc
+// (-rt-client and -rt-echo), so that each has its own Go runtime and its
+// CPU can be read apart, as the real binaries'.
+const (
+	rtStateBytes  = 279 // balltrack's split-6 state (the pipeline table)
+	rtResultBytes = 260 // a result JSON (README) with a ball
+	rtWindow      = 8   // the device's default window
+	rtGoal        = 1.3 // the goal for splits 3–6, × the baseline
+	rtDefaultRate = 350 // round trips/s when no baseline was measured
+)
+
+// rtSample is one round-trip run through one broker.
+type rtSample struct {
+	n                    int
+	elapsed              time.Duration
+	client, echo, broker time.Duration // CPU time of each process over the run
+}
+
+func (s rtSample) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+type rtResults struct {
+	rate     float64 // round trips/s asked
+	rateFrom string  // where the rate comes from
+	n        int     // round trips per run
+	samples  map[string][]rtSample
+	skipped  map[string]string
+	// The arithmetic for the goal (from the AVI pipeline's medians; ok:
+	// measured): the baseline's frames/s and two plain loops' CPU/frame.
+	baseFPS, loopsCPU float64
+	cores             int
+	ok                bool
+}
+
+// rtBrokers are the round trip's brokers, in the order they run and print.
+var rtBrokers = []string{bGateway, bMosquitto}
+
+// runRoundTrips runs -rounds interleaved round-trip runs through the gateway
+// and through a mosquitto with TCP_NODELAY, at rate round trips/s (0: the
+// goal's rate from the pipeline's baseline, else rtDefaultRate).
+func runRoundTrips(ctx context.Context, o options, tmp string, gw *gateway, pl *pipelineResults) (*rtResults, error) {
+	res := &rtResults{rate: o.rtRate, rateFrom: "-rt-rate", samples: map[string][]rtSample{}, skipped: map[string]string{}, cores: runtime.NumCPU()}
+	if pl != nil {
+		if ss := pl.samples[inputAVI]; ss != nil {
+			var loops []sample // "baseline ×N"
+			for _, m := range pl.modes {
+				if m.loops > 1 {
+					loops = ss[m.name]
+				}
+			}
+			if base := ss["baseline"]; len(base) > 0 && len(loops) > 0 && loops[0].frames > 0 {
+				res.baseFPS = median(base, func(s sample) float64 { return s.fps })
+				res.loopsCPU = median(loops, func(s sample) float64 { return s.cpuTotalPerFrame() })
+				res.ok = res.cores > 1
+			}
+		}
+	}
+	if res.rate <= 0 {
+		if res.ok {
+			res.rate = rtGoal * res.baseFPS
+			res.rateFrom = fmt.Sprintf("%.1f × the AVI baseline's %.1f frames/s", rtGoal, res.baseFPS)
+		} else {
+			res.rate = rtDefaultRate
+			res.rateFrom = "no AVI baseline in this run: the default"
+		}
+	}
+	res.n = max(20, int(res.rate*o.rtSeconds))
+	// Go's net package sets TCP_NODELAY on every connection (the gateway's
+	// and paho's); mosquitto does only with set_tcp_nodelay, and without it
+	// a small publish waits for the peer's delayed ACK (~40 ms): through a
+	// default mosquitto this load made 150 of 240 round trips/s.
+	mq, _, err := startMosquitto(ctx, tmp, "mosquitto-nodelay", "set_tcp_nodelay true")
+	if err != nil {
+		res.skipped[bMosquitto] = err.Error()
+	} else {
+		defer mq.stop()
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	for r := 1; r <= o.rounds; r++ {
+		for _, b := range rtBrokers {
+			var url string
+			var pid int
+			switch b {
+			case bGateway:
+				url, pid = gw.broker(), gw.gw.pid()
+			case bMosquitto:
+				if mq == nil {
+					continue
+				}
+				url, pid = mq.url, mq.p.pid()
+			}
+			s, err := roundTripRun(ctx, exe, url, pid, res.rate, res.n, fmt.Sprintf("%d-%d", r, len(res.samples[b])))
+			if err != nil {
+				return nil, fmt.Errorf("round trip, round %d, %s: %w", r, b, err)
+			}
+			res.samples[b] = append(res.samples[b], s)
+			progress("round %d/%d round trip %-16s %6.0f/s  broker %4.0f µs  echo %4.0f µs  client %4.0f µs", r, o.rounds, b, s.rate(),
+				perRT(s.broker, s.n), perRT(s.echo, s.n), perRT(s.client, s.n))
+		}
+	}
+	return res, nil
+}
+
+func perRT(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+
+// roundTripRun starts an echo process, then a client process that makes n
+// round trips at rate through url, and reads the CPU time of the broker
+// (pid) and of the echo over the client's run.
+func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate float64, n int, id string) (rtSample, error) {
+	topic := "bench/rt/" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + id
+	ready := make(chan struct{})
+	var once sync.Once
+	echo, err := startProc("rt-echo", nil, func(isErr bool, line string) {
+		if !isErr && line == "ready" {
+			once.Do(func() { close(ready) })
+		}
+	}, exe, "-rt-echo", url, "-rt-topic", topic)
+	if err != nil {
+		return rtSample{}, err
+	}
+	defer echo.stop()
+	select {
+	case <-ready:
+	case <-echo.done:
+		return rtSample{}, fmt.Errorf("echo exited: %v %s", echo.err, strings.TrimSpace(echo.stderr()))
+	case <-time.After(30 * time.Second):
+		return rtSample{}, errors.New("echo not subscribed within 30 s")
+	case <-ctx.Done():
+		return rtSample{}, ctx.Err()
+	}
+	b0, err := procUsage(brokerPID)
+	if err != nil {
+		return rtSample{}, err
+	}
+	e0, err := procUsage(echo.pid())
+	if err != nil {
+		return rtSample{}, err
+	}
+	client, err := startProc("rt-client", nil, nil, exe, "-rt-client", url, "-rt-topic", topic,
+		"-rt-n", strconv.Itoa(n), "-rt-rate", strconv.FormatFloat(rate, 'f', 3, 64))
+	if err != nil {
+		return rtSample{}, err
+	}
+	if err := client.wait(ctx, time.Duration(float64(n)/rate*float64(time.Second))+90*time.Second); err != nil {
+		return rtSample{}, fmt.Errorf("client: %v %s", err, strings.TrimSpace(client.stderr()))
+	}
+	b1, err := procUsage(brokerPID)
+	if err != nil {
+		return rtSample{}, err
+	}
+	e1, err := procUsage(echo.pid())
+	if err != nil {
+		return rtSample{}, err
+	}
+	var got, elapsedNS, cpuNS int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(client.stdout()), "round_trips=%d elapsed_ns=%d cpu_ns=%d", &got, &elapsedNS, &cpuNS); err != nil {
+		return rtSample{}, fmt.Errorf("client printed %q: %v", client.stdout(), err)
+	}
+	if got != int64(n) {
+		return rtSample{}, fmt.Errorf("client made %d of %d round trips", got, n)
+	}
+	return rtSample{n: n, elapsed: time.Duration(elapsedNS), client: time.Duration(cpuNS),
+		echo: e1.sub(e0).cpu, broker: b1.sub(b0).cpu}, nil
+}
+
+// rtOptions are paho's options of the round trip's two clients: those of
+// the device and the cloudproc that matter here (QoS 1, clean session).
+func rtOptions(url, id string) *paho.ClientOptions {
+	return paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).SetWriteTimeout(0)
+}
+
+// rtEcho is the -rt-echo process: it answers every state on topic/state
+// with a result on topic/result (QoS 1 both), prints "ready" once
+// subscribed, and runs until SIGINT or SIGTERM. It returns the exit code.
+func rtEcho(url, topic string) int {
+	c := paho.NewClient(rtOptions(url, "bench-rt-echo-"+strconv.Itoa(os.Getpid())))
+	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		fmt.Fprintln(os.Stderr, "connect:", t.Error())
+		return 1
+	}
+	result := make([]byte, rtResultBytes)
+	t := c.Subscribe(topic+"/state", 1, func(c paho.Client, _ paho.Message) {
+		c.Publish(topic+"/result", 1, false, result)
+	})
+	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		fmt.Fprintln(os.Stderr, "subscribe:", t.Error())
+		return 1
+	}
+	fmt.Println("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	c.Disconnect(100)
+	return 0
+}
+
+// rtClient is the -rt-client process: n states on topic/state at rate per
+// second (a ticker), at most rtWindow without their result; it prints
+// "round_trips=N elapsed_ns=… cpu_ns=…" (its own CPU time from the first
+// publish to the last result) and returns the exit code.
+func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
+	c := paho.NewClient(rtOptions(url, "bench-rt-client-"+strconv.Itoa(os.Getpid())))
+	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		fmt.Fprintln(os.Stderr, "connect:", t.Error())
+		return 1
+	}
+	defer c.Disconnect(100)
+	slots := make(chan struct{}, rtWindow)
+	all := make(chan struct{})
+	var got atomic.Int64
+	t := c.Subscribe(topic+"/result", 1, func(paho.Client, paho.Message) {
+		select {
+		case <-slots:
+		default: // a duplicate: not ours to count
+			return
+		}
+		if got.Add(1) == int64(n) {
+			close(all)
+		}
+	})
+	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+		fmt.Fprintln(os.Stderr, "subscribe:", t.Error())
+		return 1
+	}
+	state := make([]byte, rtStateBytes)
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	u0 := selfUsage()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		<-tick.C
+		slots <- struct{}{}
+		c.Publish(topic+"/state", 1, false, state)
+	}
+	select {
+	case <-all:
+	case <-time.After(60 * time.Second):
+		fmt.Fprintf(os.Stderr, "%d of %d results within 60 s of the last state\n", got.Load(), n)
+		return 1
+	}
+	el := time.Since(start)
+	fmt.Fprintf(w, "round_trips=%d elapsed_ns=%d cpu_ns=%d\n", got.Load(), el.Nanoseconds(), selfUsage().sub(u0).cpu.Nanoseconds())
+	return 0
+}
+
+func (r *report) printRoundTrip(w io.Writer) {
+	t := r.roundTrip
+	fmt.Fprintf(w, "\n## A frame's round trip alone — the two QoS 1 messages of every split, at %.0f/s\n\n", t.rate)
+	fmt.Fprintf(w, "| broker | round trips/s | broker CPU | echo client CPU | paced client CPU | broker + 2 × echo |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|\n")
+	floors := map[string]float64{}
+	for _, b := range rtBrokers {
+		ss := t.samples[b]
+		if len(ss) == 0 {
+			why := t.skipped[b]
+			if why == "" {
+				why = "not run"
+			}
+			fmt.Fprintf(w, "| %s | skipped: %s | | | | |\n", b, why)
+			continue
+		}
+		per := func(f func(rtSample) time.Duration) float64 {
+			return median(ss, func(s rtSample) float64 { return f(s).Seconds() / float64(s.n) })
+		}
+		br, ec, cl := per(func(s rtSample) time.Duration { return s.broker }), per(func(s rtSample) time.Duration { return s.echo }), per(func(s rtSample) time.Duration { return s.client })
+		floors[b] = br + 2*ec
+		fmt.Fprintf(w, "| %s | %.0f | %.0f µs | %.0f µs | %.0f µs | %s |\n", b, median(ss, rtSample.rate), 1e6*br, 1e6*ec, 1e6*cl, ms(floors[b]))
+	}
+	fmt.Fprintf(w, "\nPer round trip, medians of %d round(s) of %d round trips each (rate: %s). Two processes of the bench play the device and the cloudproc with paho and nothing else: the paced client publishes a %d-byte state at QoS 1 on a ticker (at most %d without their result, the device's window) and counts the results; the echo client answers each state with a %d-byte result at QoS 1. CPU from /proc/PID/stat (10 ms ticks) over the paced client's run, and the paced client's own rusage from its first publish to its last result (its ticker included). mosquitto here runs with set_tcp_nodelay true (Go sets TCP_NODELAY on every connection; without it a small publish waits for a delayed ACK). \"broker + 2 × echo\" counts the echo client for both ends: each end makes one publish and receives one message per round trip, and the echo has no timer.\n",
+		len(t.samples[bGateway]), t.n, t.rateFrom, rtStateBytes, rtWindow, rtResultBytes)
+	if !t.ok {
+		return
+	}
+	budget := float64(t.cores) / (rtGoal * t.baseFPS)
+	left := budget - t.loopsCPU
+	fmt.Fprintf(w, "\nThe goal for splits 3–6 (%.1f× the baseline, %.1f frames/s) leaves %d cores ÷ %.1f frames/s = %s of CPU per frame for the three processes; two plain loops (baseline ×%d) spend %s per frame on the OpenCV calls alone, which leaves **%s** for everything else.", rtGoal, rtGoal*t.baseFPS, t.cores, rtGoal*t.baseFPS, ms(budget), t.cores, ms(t.loopsCPU), ms(left))
+	for _, b := range rtBrokers {
+		f, ok := floors[b]
+		if !ok {
+			continue
+		}
+		verdict := fmt.Sprintf("more than that by %s", ms(f-left))
+		if f <= left || math.IsNaN(f) {
+			verdict = fmt.Sprintf("%s less than that", ms(left-f))
+		}
+		fmt.Fprintf(w, " Through %s the round trip alone costs %s: %s.", b, ms(f), verdict)
+	}
+	fmt.Fprintln(w)
+}
