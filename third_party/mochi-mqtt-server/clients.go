@@ -475,9 +475,11 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// splitpoint patch (PATCHES.md): decode p itself. It was allocated for
+	// this packet alone and is never reused, so the packet's slices of it
+	// (the payload) cannot be changed by the next packet; v2.7.9 copied
+	// every packet once more here.
+	px := p
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)

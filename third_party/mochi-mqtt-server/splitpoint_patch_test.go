@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -100,5 +101,58 @@ func TestWritePacketLargePublish(t *testing.T) {
 	cl.Properties.Props.MaximumPacketSize = 99999
 	if err := cl.WritePacket(pk); err != packets.ErrPacketTooLarge {
 		t.Errorf("a packet over the client's maximum: %v, want ErrPacketTooLarge", err)
+	}
+}
+
+// splitpoint patch (PATCHES.md): ReadPacket decodes the buffer it reads a
+// packet into, without copying it first (v2.7.9 allocated and copied every
+// packet twice), and a packet read after it leaves its payload unchanged.
+func TestReadPacketDecodesInPlace(t *testing.T) {
+	const size = 500_000
+	for _, v := range []byte{4, 5} {
+		cl, r, _ := newTestClient()
+		cl.Properties.ProtocolVersion = v
+		enc := func(b byte) []byte {
+			pk := packets.Packet{ProtocolVersion: v, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+				TopicName: "offload/pi1/2", PacketID: uint16(b) + 1, Payload: bytes.Repeat([]byte{b}, size)}
+			var buf bytes.Buffer
+			if err := pk.PublishEncode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			return buf.Bytes()
+		}
+		first, second := enc(7), enc(9)
+		go func() {
+			_, _ = r.Write(first)
+			_, _ = r.Write(second)
+		}()
+		read := func() packets.Packet {
+			t.Helper()
+			var fh packets.FixedHeader
+			if err := cl.ReadFixedHeader(&fh); err != nil {
+				t.Fatal(err)
+			}
+			pk, err := cl.ReadPacket(&fh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pk
+		}
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		pk := read()
+		runtime.ReadMemStats(&m1)
+		if got := m1.TotalAlloc - m0.TotalAlloc; got >= size*3/2 {
+			t.Errorf("v%d: reading a %d-byte publish allocated %d bytes, want less than 1.5× the packet", v, size, got)
+		}
+		pk2 := read()
+		if !bytes.Equal(pk.Payload, bytes.Repeat([]byte{7}, size)) || !bytes.Equal(pk2.Payload, bytes.Repeat([]byte{9}, size)) {
+			t.Errorf("v%d: payloads changed (first starts %v, second %v)", v, pk.Payload[:4], pk2.Payload[:4])
+		}
+		if pk.TopicName != "offload/pi1/2" || pk.PacketID != 8 || pk2.PacketID != 10 {
+			t.Errorf("v%d: decoded topic %q packet IDs %d %d", v, pk.TopicName, pk.PacketID, pk2.PacketID)
+		}
+		cl.Stop(errClientStop)
+		r.Close()
 	}
 }
