@@ -239,7 +239,7 @@ func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
 	t := c.Subscribe(topic+"/result", 1, func(paho.Client, paho.Message) {
 		select {
 		case <-slots:
-		default: // a duplicate: not ours to count
+		default: // more results than states in flight (a redelivery): not a round trip
 			return
 		}
 		if got.Add(1) == int64(n) {
