@@ -227,6 +227,10 @@ func rtEcho(url, topic string) int {
 // "round_trips=N elapsed_ns=… cpu_ns=…" (its own CPU time from the first
 // publish to the last result) and returns the exit code.
 func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
+	if n < 1 || rate <= 0 {
+		fmt.Fprintf(os.Stderr, "-rt-n %d and -rt-rate %g: both must be positive\n", n, rate)
+		return 2
+	}
 	c := paho.NewClient(rtOptions(url, "bench-rt-client-"+strconv.Itoa(os.Getpid())))
 	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
 		fmt.Fprintln(os.Stderr, "connect:", t.Error())
