@@ -155,11 +155,14 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	case <-ctx.Done():
 		return rtSample{}, ctx.Err()
 	}
-	b0, err := procUsage(brokerPID)
-	if err != nil {
-		return rtSample{}, err
+	// both reads the CPU time of the broker and of the echo.
+	both := func() (broker, echoed usage, err error) {
+		if broker, err = procUsage(brokerPID); err == nil {
+			echoed, err = procUsage(echo.pid())
+		}
+		return broker, echoed, err
 	}
-	e0, err := procUsage(echo.pid())
+	b0, e0, err := both()
 	if err != nil {
 		return rtSample{}, err
 	}
@@ -171,11 +174,7 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	if err := client.wait(ctx, time.Duration(float64(n)/rate*float64(time.Second))+90*time.Second); err != nil {
 		return rtSample{}, fmt.Errorf("client: %v %s", err, strings.TrimSpace(client.stderr()))
 	}
-	b1, err := procUsage(brokerPID)
-	if err != nil {
-		return rtSample{}, err
-	}
-	e1, err := procUsage(echo.pid())
+	b1, e1, err := both()
 	if err != nil {
 		return rtSample{}, err
 	}
