@@ -202,8 +202,8 @@ func main() {
 		fail(errors.New("-rounds must be ≥ 1"))
 	case o.window < 1:
 		fail(errors.New("-window must be ≥ 1"))
-	case o.roundTrip && (o.rtRate < 0 || o.rtSeconds <= 0):
-		fail(errors.New("-rt-rate must be ≥ 0 and -rt-seconds > 0"))
+	case o.roundTrip && !(o.rtRate >= 0 && o.rtRate <= 100000 && o.rtSeconds > 0 && o.rtSeconds <= 3600):
+		fail(errors.New("-rt-rate must be 0..100000 and -rt-seconds in (0, 3600]"))
 	case o.paced && o.pacedFrames < 1:
 		fail(errors.New("-paced-frames must be ≥ 1"))
 	case o.brokerMin < 1 || o.brokerMax < o.brokerMin:

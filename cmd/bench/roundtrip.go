@@ -1,11 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -50,10 +50,15 @@ type rtResults struct {
 	samples  map[string][]rtSample
 	skipped  map[string]string
 	// The arithmetic for the goal (from the AVI pipeline's medians; ok:
-	// measured): the baseline's frames/s and two plain loops' CPU/frame.
+	// measured): the baseline's frames/s and the CPU per frame of one
+	// plain loop per core (baseline ×cores).
 	baseFPS, loopsCPU float64
 	cores             int
 	ok                bool
+	// The gateway's and the cloudproc's CPU per frame at the largest split
+	// of the same pipeline run (split: 0 when it did not run).
+	split            int
+	splitGW, splitCP float64
 }
 
 // rtBrokers are the round trip's brokers, in the order they run and print.
@@ -76,6 +81,13 @@ func runRoundTrips(ctx context.Context, o options, tmp string, gw *gateway, pl *
 				res.baseFPS = median(base, func(s sample) float64 { return s.fps })
 				res.loopsCPU = median(loops, func(s sample) float64 { return s.cpuTotalPerFrame() })
 				res.ok = res.cores > 1
+			}
+			for _, m := range pl.modes {
+				if d := ss[m.name]; m.split > res.split && len(d) > 0 {
+					res.split = m.split
+					res.splitGW = median(d, func(s sample) float64 { return s.cpuPerFrame(pGW) })
+					res.splitCP = median(d, func(s sample) float64 { return s.cpuPerFrame(pCloud) })
+				}
 			}
 		}
 	}
@@ -150,36 +162,55 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	case <-ready:
 	case <-echo.done:
 		return rtSample{}, fmt.Errorf("echo exited: %v %s", echo.err, strings.TrimSpace(echo.stderr()))
-	case <-time.After(30 * time.Second):
-		return rtSample{}, errors.New("echo not subscribed within 30 s")
+	case <-time.After(60 * time.Second): // the echo gives up after 15 + 15 s
+		return rtSample{}, errors.New("echo not subscribed within 60 s")
 	case <-ctx.Done():
 		return rtSample{}, ctx.Err()
 	}
-	// both reads the CPU time of the broker and of the echo.
-	both := func() (broker, echoed usage, err error) {
-		if broker, err = procUsage(brokerPID); err == nil {
-			echoed, err = procUsage(echo.pid())
+	// The broker's and the echo's CPU time are read when the client says
+	// it starts (connected and subscribed) and when it has its last result
+	// (before it disconnects): the window of its own figure.
+	var mu sync.Mutex
+	var at [2][2]usage // [start, end][broker, echo]
+	var atErr error
+	read := func(i int) {
+		b, err := procUsage(brokerPID)
+		if err == nil {
+			at[i][1], err = procUsage(echo.pid())
 		}
-		return broker, echoed, err
+		mu.Lock()
+		at[i][0], atErr = b, cmp.Or(atErr, err)
+		mu.Unlock()
 	}
-	b0, e0, err := both()
+	client, err := startProc("rt-client", nil, func(isErr bool, line string) {
+		switch {
+		case isErr:
+		case line == "start":
+			read(0)
+		case strings.HasPrefix(line, "round_trips="):
+			read(1)
+		}
+	}, exe, "-rt-client", url, "-rt-topic", topic, "-rt-n", strconv.Itoa(n), "-rt-rate", strconv.FormatFloat(rate, 'f', 3, 64))
 	if err != nil {
 		return rtSample{}, err
 	}
-	client, err := startProc("rt-client", nil, nil, exe, "-rt-client", url, "-rt-topic", topic,
-		"-rt-n", strconv.Itoa(n), "-rt-rate", strconv.FormatFloat(rate, 'f', 3, 64))
-	if err != nil {
-		return rtSample{}, err
-	}
-	if err := client.wait(ctx, time.Duration(float64(n)/rate*float64(time.Second))+90*time.Second); err != nil {
+	// The client gives up after 15 + 15 s (connect, subscribe) and 60 s
+	// without its last result: kill it only well after that.
+	if err := client.wait(ctx, time.Duration(float64(n)/rate*float64(time.Second))+150*time.Second); err != nil {
 		return rtSample{}, fmt.Errorf("client: %v %s", err, strings.TrimSpace(client.stderr()))
 	}
-	b1, e1, err := both()
-	if err != nil {
-		return rtSample{}, err
+	mu.Lock()
+	defer mu.Unlock()
+	if atErr != nil {
+		return rtSample{}, atErr
 	}
+	b0, e0, b1, e1 := at[0][0], at[0][1], at[1][0], at[1][1]
 	var got, elapsedNS, cpuNS int64
-	if _, err := fmt.Sscanf(strings.TrimSpace(client.stdout()), "round_trips=%d elapsed_ns=%d cpu_ns=%d", &got, &elapsedNS, &cpuNS); err != nil {
+	out := client.stdout()
+	if i := strings.LastIndex(out, "round_trips="); i >= 0 {
+		out = out[i:]
+	}
+	if _, err := fmt.Sscanf(out, "round_trips=%d elapsed_ns=%d cpu_ns=%d", &got, &elapsedNS, &cpuNS); err != nil {
 		return rtSample{}, fmt.Errorf("client printed %q: %v", client.stdout(), err)
 	}
 	if got != int64(n) {
@@ -187,6 +218,15 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	}
 	return rtSample{n: n, elapsed: time.Duration(elapsedNS), client: time.Duration(cpuNS),
 		echo: e1.sub(e0).cpu, broker: b1.sub(b0).cpu}, nil
+}
+
+// tokenErr is a paho token's error, or "timed out" when it has none (the
+// wait ended first).
+func tokenErr(t paho.Token) any {
+	if err := t.Error(); err != nil {
+		return err
+	}
+	return "timed out"
 }
 
 // rtOptions are paho's options of the round trip's two clients: those of
@@ -202,7 +242,7 @@ func rtOptions(url, id string) *paho.ClientOptions {
 func rtEcho(url, topic string) int {
 	c := paho.NewClient(rtOptions(url, "bench-rt-echo-"+strconv.Itoa(os.Getpid())))
 	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "connect:", t.Error())
+		fmt.Fprintln(os.Stderr, "connect:", tokenErr(t))
 		return 1
 	}
 	result := make([]byte, rtResultBytes)
@@ -210,7 +250,7 @@ func rtEcho(url, topic string) int {
 		c.Publish(topic+"/result", 1, false, result)
 	})
 	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "subscribe:", t.Error())
+		fmt.Fprintln(os.Stderr, "subscribe:", tokenErr(t))
 		return 1
 	}
 	fmt.Println("ready")
@@ -222,17 +262,18 @@ func rtEcho(url, topic string) int {
 }
 
 // rtClient is the -rt-client process: n states on topic/state at rate per
-// second (a ticker), at most rtWindow without their result; it prints
-// "round_trips=N elapsed_ns=… cpu_ns=…" (its own CPU time from the first
-// publish to the last result) and returns the exit code.
+// second (a ticker), at most rtWindow without their result. It prints
+// "start" once connected and subscribed, then "round_trips=N elapsed_ns=…
+// cpu_ns=…" (its own CPU time from there to the last result) before it
+// disconnects, and returns the exit code.
 func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
-	if n < 1 || rate <= 0 {
-		fmt.Fprintf(os.Stderr, "-rt-n %d and -rt-rate %g: both must be positive\n", n, rate)
+	if n < 1 || !(rate > 0 && rate <= 100000) {
+		fmt.Fprintf(os.Stderr, "-rt-n %d and -rt-rate %g: -rt-n must be positive and -rt-rate in (0, 100000]\n", n, rate)
 		return 2
 	}
 	c := paho.NewClient(rtOptions(url, "bench-rt-client-"+strconv.Itoa(os.Getpid())))
 	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "connect:", t.Error())
+		fmt.Fprintln(os.Stderr, "connect:", tokenErr(t))
 		return 1
 	}
 	defer c.Disconnect(100)
@@ -250,10 +291,11 @@ func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
 		}
 	})
 	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "subscribe:", t.Error())
+		fmt.Fprintln(os.Stderr, "subscribe:", tokenErr(t))
 		return 1
 	}
 	state := make([]byte, rtStateBytes)
+	fmt.Fprintln(w, "start")
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer tick.Stop()
 	u0 := selfUsage()
@@ -297,22 +339,25 @@ func (r *report) printRoundTrip(w io.Writer) {
 		floors[b] = br + 2*ec
 		fmt.Fprintf(w, "| %s | %.0f | %.0f µs | %.0f µs | %.0f µs | %s |\n", b, median(ss, rtSample.rate), 1e6*br, 1e6*ec, 1e6*cl, ms(floors[b]))
 	}
-	fmt.Fprintf(w, "\nPer round trip, medians of %d round(s) of %d round trips each (rate: %s). Two processes of the bench play the device and the cloudproc with paho and nothing else: the paced client publishes a %d-byte state at QoS 1 on a ticker (at most %d without their result, the device's window) and counts the results; the echo client answers each state with a %d-byte result at QoS 1. CPU from /proc/PID/stat (10 ms ticks) over the paced client's run, and the paced client's own rusage from its first publish to its last result (its ticker included). mosquitto here runs with set_tcp_nodelay true (Go sets TCP_NODELAY on every connection; without it a small publish waits for a delayed ACK). \"broker + 2 × echo\" counts the echo client for both ends: each end makes one publish and receives one message per round trip, and the echo has no timer.\n",
+	fmt.Fprintf(w, "\nPer round trip, medians of %d round(s) of %d round trips each (rate: %s). Two processes of the bench play the device and the cloudproc with paho and nothing else: the paced client publishes a %d-byte state at QoS 1 on a ticker (at most %d without their result, the device's window) and counts the results; the echo client answers each state with a %d-byte result at QoS 1. CPU from /proc/PID/stat (10 ms ticks) and the paced client's own rusage, all three from the paced client's start (connected and subscribed) to its last result (its ticker included). Measured alone, on otherwise idle cores: every message wakes sleeping threads, which a loaded machine partly saves (see the pipeline's gateway and cloudproc figures). mosquitto here runs with set_tcp_nodelay true (Go sets TCP_NODELAY on every connection; without it a small publish waits for a delayed ACK). \"broker + 2 × echo\" (the sum of the medians) counts the echo client for both ends: each end makes one publish and receives one message per round trip, and the echo has no timer.\n",
 		len(t.samples[bGateway]), t.n, t.rateFrom, rtStateBytes, rtWindow, rtResultBytes)
 	if !t.ok {
 		return
 	}
 	budget := float64(t.cores) / (rtGoal * t.baseFPS)
 	left := budget - t.loopsCPU
-	fmt.Fprintf(w, "\nThe goal for splits 3–6 (%.1f× the baseline, %.1f frames/s) leaves %d cores ÷ %.1f frames/s = %s of CPU per frame for the three processes; two plain loops (baseline ×%d) spend %s per frame on the OpenCV calls alone, which leaves **%s** for everything else.", rtGoal, rtGoal*t.baseFPS, t.cores, rtGoal*t.baseFPS, ms(budget), t.cores, ms(t.loopsCPU), ms(left))
+	fmt.Fprintf(w, "\nThe goal for splits 3–6 (%.1f× the baseline, %.1f frames/s) leaves %d cores ÷ %.1f frames/s = %s of CPU per frame for the three processes; %d plain loops (baseline ×%d) spend %s per frame on the OpenCV calls alone, which leaves **%s** for everything else.", rtGoal, rtGoal*t.baseFPS, t.cores, rtGoal*t.baseFPS, ms(budget), t.cores, t.cores, ms(t.loopsCPU), ms(left))
+	if t.split > 0 {
+		fmt.Fprintf(w, " In the AVI pipeline above, at split %d, the gateway and the cloudproc spent %s + %s = %s per frame (under load, the device beside them), before the device's own publishing and results.", t.split, ms(t.splitGW), ms(t.splitCP), ms(t.splitGW+t.splitCP))
+	}
 	for _, b := range rtBrokers {
 		f, ok := floors[b]
 		if !ok {
 			continue
 		}
-		verdict := fmt.Sprintf("more than that by %s", ms(f-left))
-		if f <= left || math.IsNaN(f) {
-			verdict = fmt.Sprintf("%s less than that", ms(left-f))
+		verdict := fmt.Sprintf("more than what is left by %s", ms(f-left))
+		if f <= left {
+			verdict = fmt.Sprintf("%s less than what is left", ms(left-f))
 		}
 		fmt.Fprintf(w, " Through %s the round trip alone costs %s: %s.", b, ms(f), verdict)
 	}

@@ -111,6 +111,8 @@ func TestReadPacketDecodesInPlace(t *testing.T) {
 	const size = 500_000
 	for _, v := range []byte{4, 5} {
 		cl, r, _ := newTestClient()
+		defer r.Close() // unblocks the writer if the test stops early
+		defer cl.Stop(errClientStop)
 		cl.Properties.ProtocolVersion = v
 		enc := func(b byte) []byte {
 			pk := packets.Packet{ProtocolVersion: v, FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
@@ -152,7 +154,5 @@ func TestReadPacketDecodesInPlace(t *testing.T) {
 		if pk.TopicName != "offload/pi1/2" || pk.PacketID != 8 || pk2.PacketID != 10 {
 			t.Errorf("v%d: decoded topic %q packet IDs %d %d", v, pk.TopicName, pk.PacketID, pk2.PacketID)
 		}
-		cl.Stop(errClientStop)
-		r.Close()
 	}
 }
