@@ -102,16 +102,11 @@ func runBrokers(ctx context.Context, o options, tmp string, gw *gateway) (*broke
 func mqttLoad(ctx context.Context, url string, brokerPID, size, n, window int) (loadSample, error) {
 	id := strconv.FormatInt(time.Now().UnixNano(), 36)
 	topic := "bench/load/" + id
-	opts := func(cid string) *paho.ClientOptions {
-		return paho.NewClientOptions().AddBroker(url).SetClientID(cid).SetCleanSession(true).
-			SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(60 * time.Second).
-			SetConnectTimeout(10 * time.Second).SetWriteTimeout(0)
-	}
 	var got, gotBytes atomic.Int64
 	all := make(chan struct{})
-	sub := paho.NewClient(opts("bench-sub-" + id))
-	if tok := sub.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		return loadSample{}, fmt.Errorf("subscriber connect: %v", tok.Error())
+	sub := paho.NewClient(clientOptions(url, "bench-sub-"+id))
+	if err := await(sub.Connect()); err != nil {
+		return loadSample{}, fmt.Errorf("subscriber connect: %w", err)
 	}
 	defer sub.Disconnect(100)
 	tok := sub.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
@@ -120,17 +115,17 @@ func mqttLoad(ctx context.Context, url string, brokerPID, size, n, window int) (
 			close(all)
 		}
 	})
-	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		return loadSample{}, fmt.Errorf("subscribe: %v", tok.Error())
+	if err := await(tok); err != nil {
+		return loadSample{}, fmt.Errorf("subscribe: %w", err)
 	}
 	if st, ok := tok.(*paho.SubscribeToken); ok {
 		if q := st.Result()[topic]; q != 1 {
 			return loadSample{}, fmt.Errorf("subscription granted QoS %d, want 1", q)
 		}
 	}
-	pub := paho.NewClient(opts("bench-pub-" + id))
-	if tok := pub.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		return loadSample{}, fmt.Errorf("publisher connect: %v", tok.Error())
+	pub := paho.NewClient(clientOptions(url, "bench-pub-"+id))
+	if err := await(pub.Connect()); err != nil {
+		return loadSample{}, fmt.Errorf("publisher connect: %w", err)
 	}
 	defer pub.Disconnect(100)
 	payload := make([]byte, size)
@@ -184,6 +179,27 @@ func mqttLoad(ctx context.Context, url string, brokerPID, size, n, window int) (
 		s.cpu, s.hasCPU = u1.sub(u0).cpu, true
 	}
 	return s, nil
+}
+
+// clientOptions are the options of every paho client of the bench (the
+// broker load's and the round trip's): QoS 1 sessions that start clean and
+// do not reconnect.
+func clientOptions(url, id string) *paho.ClientOptions {
+	return paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(60 * time.Second).
+		SetConnectTimeout(10 * time.Second).SetWriteTimeout(0)
+}
+
+// awaitTimeout bounds await's wait for a connection or a subscription.
+const awaitTimeout = 15 * time.Second
+
+// await waits up to awaitTimeout for t and returns its error, or one that
+// says the wait timed out (paho's token has no error then).
+func await(t paho.Token) error {
+	if !t.WaitTimeout(awaitTimeout) {
+		return fmt.Errorf("timed out after %v", awaitTimeout)
+	}
+	return t.Error()
 }
 
 // tcpLoad writes n messages of size bytes over one loopback TCP connection

@@ -162,7 +162,7 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	case <-ready:
 	case <-echo.done:
 		return rtSample{}, fmt.Errorf("echo exited: %v %s", echo.err, strings.TrimSpace(echo.stderr()))
-	case <-time.After(60 * time.Second): // the echo gives up after 15 + 15 s
+	case <-time.After(60 * time.Second): // the echo gives up after 2 × awaitTimeout
 		return rtSample{}, errors.New("echo not subscribed within 60 s")
 	case <-ctx.Done():
 		return rtSample{}, ctx.Err()
@@ -175,11 +175,12 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	var atErr error
 	read := func(i int) {
 		b, err := procUsage(brokerPID)
+		var e usage
 		if err == nil {
-			at[i][1], err = procUsage(echo.pid())
+			e, err = procUsage(echo.pid())
 		}
 		mu.Lock()
-		at[i][0], atErr = b, cmp.Or(atErr, err)
+		at[i], atErr = [2]usage{b, e}, cmp.Or(atErr, err)
 		mu.Unlock()
 	}
 	client, err := startProc("rt-client", nil, func(isErr bool, line string) {
@@ -194,7 +195,7 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 	if err != nil {
 		return rtSample{}, err
 	}
-	// The client gives up after 15 + 15 s (connect, subscribe) and 60 s
+	// The client gives up after 2 × awaitTimeout (connect, subscribe) and 60 s
 	// without its last result: kill it only well after that.
 	if err := client.wait(ctx, time.Duration(float64(n)/rate*float64(time.Second))+150*time.Second); err != nil {
 		return rtSample{}, fmt.Errorf("client: %v %s", err, strings.TrimSpace(client.stderr()))
@@ -220,37 +221,20 @@ func roundTripRun(ctx context.Context, exe, url string, brokerPID int, rate floa
 		echo: e1.sub(e0).cpu, broker: b1.sub(b0).cpu}, nil
 }
 
-// tokenErr is a paho token's error, or "timed out" when it has none (the
-// wait ended first).
-func tokenErr(t paho.Token) any {
-	if err := t.Error(); err != nil {
-		return err
-	}
-	return "timed out"
-}
-
-// rtOptions are paho's options of the round trip's two clients: those of
-// the device and the cloudproc that matter here (QoS 1, clean session).
-func rtOptions(url, id string) *paho.ClientOptions {
-	return paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).SetWriteTimeout(0)
-}
-
 // rtEcho is the -rt-echo process: it answers every state on topic/state
 // with a result on topic/result (QoS 1 both), prints "ready" once
 // subscribed, and runs until SIGINT or SIGTERM. It returns the exit code.
 func rtEcho(url, topic string) int {
-	c := paho.NewClient(rtOptions(url, "bench-rt-echo-"+strconv.Itoa(os.Getpid())))
-	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "connect:", tokenErr(t))
+	c := paho.NewClient(clientOptions(url, "bench-rt-echo-"+strconv.Itoa(os.Getpid())))
+	if err := await(c.Connect()); err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
 		return 1
 	}
 	result := make([]byte, rtResultBytes)
-	t := c.Subscribe(topic+"/state", 1, func(c paho.Client, _ paho.Message) {
+	if err := await(c.Subscribe(topic+"/state", 1, func(c paho.Client, _ paho.Message) {
 		c.Publish(topic+"/result", 1, false, result)
-	})
-	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "subscribe:", tokenErr(t))
+	})); err != nil {
+		fmt.Fprintln(os.Stderr, "subscribe:", err)
 		return 1
 	}
 	fmt.Println("ready")
@@ -271,16 +255,16 @@ func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
 		fmt.Fprintf(os.Stderr, "-rt-n %d and -rt-rate %g: -rt-n must be positive and -rt-rate in (0, 100000]\n", n, rate)
 		return 2
 	}
-	c := paho.NewClient(rtOptions(url, "bench-rt-client-"+strconv.Itoa(os.Getpid())))
-	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "connect:", tokenErr(t))
+	c := paho.NewClient(clientOptions(url, "bench-rt-client-"+strconv.Itoa(os.Getpid())))
+	if err := await(c.Connect()); err != nil {
+		fmt.Fprintln(os.Stderr, "connect:", err)
 		return 1
 	}
 	defer c.Disconnect(100)
 	slots := make(chan struct{}, rtWindow)
 	all := make(chan struct{})
 	var got atomic.Int64
-	t := c.Subscribe(topic+"/result", 1, func(paho.Client, paho.Message) {
+	sub := c.Subscribe(topic+"/result", 1, func(paho.Client, paho.Message) {
 		select {
 		case <-slots:
 		default: // more results than states in flight (a redelivery): not a round trip
@@ -290,8 +274,8 @@ func rtClient(w io.Writer, url, topic string, n int, rate float64) int {
 			close(all)
 		}
 	})
-	if !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		fmt.Fprintln(os.Stderr, "subscribe:", tokenErr(t))
+	if err := await(sub); err != nil {
+		fmt.Fprintln(os.Stderr, "subscribe:", err)
 		return 1
 	}
 	state := make([]byte, rtStateBytes)
