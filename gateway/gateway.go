@@ -21,10 +21,11 @@ import (
 // GCPercent is the GOGC the gateway sets unless GOGC is set (with a soft
 // memory limit of half the physical memory: internal/gctune). With Go's
 // default GOGC=100 a device at split 1 (600 frames of 421 KB) made the
-// gateway collect 168 times and spend 2.1–2.4 s of CPU; with GOGC=200 80 times and 1.7–1.8 s; with 400 36
-// times and 1.4–1.6 s — but 400 also let the heap of a gateway whose
-// offline sessions hold their 32 MiB of frames grow by 160 MiB more
-// (e2e TestStaleSubscriberIsBounded, race build; 11 MiB at 200).
+// gateway collect 168 times and spend 2.1–2.4 s of CPU; with GOGC=200 80
+// times and 1.7–1.8 s; with 400 36 times and 1.4–1.6 s — but 400 also let
+// the heap of a gateway whose offline sessions hold their 32 MiB of
+// frames grow by 160 MiB more (e2e TestStaleSubscriberIsBounded, race
+// build; 11 MiB at 200).
 const GCPercent = 200
 
 // Run starts the broker, writes "gateway listening on ADDR" as the first
